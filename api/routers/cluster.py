@@ -1,0 +1,5 @@
+"""cluster routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

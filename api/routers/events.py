@@ -1,0 +1,5 @@
+"""events routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

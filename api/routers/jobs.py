@@ -1,0 +1,5 @@
+"""jobs routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,5 @@
+"""marketplace routes."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
