@@ -113,6 +113,15 @@ class MonitoringConfig(_Strict):
     alerts: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class MarketplacePreferences(_Strict):
+    """Where a job may run and what it may cost; read by the marketplace optimizer."""
+
+    providers: list[str] = Field(default_factory=list, description="aws, gcp, azure, onprem; empty: any")
+    regions: list[str] = Field(default_factory=list, description="empty: any region")
+    max_price_per_hour: float | None = Field(None, gt=0, description="USD per hour for the whole job")
+    expected_runtime_hours: float | None = Field(None, gt=0, le=24 * 365)
+
+
 class JobSpec(_Strict):
     name: str = Field(..., pattern=JOB_NAME_PATTERN, description="lower-case DNS-like name")
     description: str = Field("", max_length=4000)
@@ -135,6 +144,7 @@ class JobSpec(_Strict):
     environment_variables: dict[str, str] = Field(default_factory=dict)
     checkpoint_config: CheckpointConfig = Field(default_factory=CheckpointConfig)
     monitoring_config: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    marketplace: MarketplacePreferences = Field(default_factory=MarketplacePreferences)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Who submits: set by the API from the caller (authentication lands in a later issue).
