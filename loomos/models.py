@@ -67,6 +67,10 @@ class SubmitJob(BaseModel):
     job_id: str
     spec: JobSpec
     submitted_at: datetime
+    # How long a node may stay silent before its attempt counts as lost (NodeLost), and how
+    # long an attempt may wait for its node worker to pick it up. Operators tune these.
+    node_heartbeat_timeout_s: float = Field(30, gt=0, le=3600)
+    node_pickup_timeout_s: float = Field(120, gt=0, le=86400)
 
 
 # --- nodes and placement --------------------------------------------------------------------
@@ -102,9 +106,15 @@ class PlacementRequest(BaseModel):
     def for_spec(cls, job_id: str, workflow_id: str, spec: JobSpec, attempt: int) -> PlacementRequest:
         r = spec.resources
         return cls(
-            job_id=job_id, workflow_id=workflow_id, pool=spec.pool, gpu_count=max(r.gpu_count, 1),
-            gpu_type=r.gpu_type, gpu_memory_gb=r.gpu_memory_gb, nodes=r.nodes,
-            priority=spec.priority, attempt=attempt,
+            job_id=job_id,
+            workflow_id=workflow_id,
+            pool=spec.pool,
+            gpu_count=max(r.gpu_count, 1),
+            gpu_type=r.gpu_type,
+            gpu_memory_gb=r.gpu_memory_gb,
+            nodes=r.nodes,
+            priority=spec.priority,
+            attempt=attempt,
         )
 
 
@@ -175,7 +185,9 @@ class TrainingRequest(BaseModel):
     nproc_per_node: int
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
-    checkpoint_uri: str | None = Field(None, description="where this job's checkpoints live; None: node default")
+    checkpoint_uri: str | None = Field(
+        None, description="where this job's checkpoints live; None: node default"
+    )
 
 
 class TrainingProgress(BaseModel):
