@@ -1,0 +1,54 @@
+"""What a node offers: its GPUs (type, count, memory) or, without GPUs, CPU training slots."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from loomos.config import Settings
+from loomos.models import NodeInfo, node_task_queue
+
+# Marketing names as CUDA reports them -> the normalised names used in specs and catalogs.
+_GPU_PATTERNS = [
+    (r"H200", "H200"),
+    (r"H100", "H100"),
+    (r"A100.*80", "A100-80GB"),
+    (r"A100", "A100-40GB"),
+    (r"L40S", "L40S"),
+    (r"L4\b", "L4"),
+    (r"A10G", "A10G"),
+    (r"A10\b", "A10"),
+    (r"V100", "V100"),
+    (r"T4\b", "T4"),
+]
+
+
+def normalise_gpu_name(name: str) -> str:
+    for pattern, normalised in _GPU_PATTERNS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return normalised
+    return re.sub(r"^NVIDIA\s+", "", name).strip().upper().replace(" ", "-")
+
+
+def detect_node(settings: Settings) -> NodeInfo:
+    node_id = settings.node.node_id or socket.gethostname().split(".")[0].lower()
+    accelerator, gpu_type, slots, memory = "cpu", "cpu", settings.node.cpu_slots, 0.0
+    import torch  # imported here: only node workers need it
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        props = torch.cuda.get_device_properties(0)
+        accelerator = "cuda"
+        gpu_type = normalise_gpu_name(props.name)
+        slots = torch.cuda.device_count()
+        memory = round(props.total_memory / 2**30, 1)
+    return NodeInfo(
+        node_id=node_id,
+        pool=settings.node.pool,
+        task_queue=node_task_queue(node_id),
+        host=settings.node.host,
+        accelerator=accelerator,
+        gpu_type=gpu_type,
+        slots=slots,
+        gpu_memory_gb=memory,
+        price_per_slot_hour=settings.node.price_per_slot_hour,
+    )

@@ -1,0 +1,58 @@
+"""The control worker: job, scheduler and log workflows plus the control activities.
+
+Stateless: run as many copies as you like against one Temporal cluster; Temporal hands each
+workflow task to one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.scheduling import request_placement
+from loomos.config import Settings, load_settings
+from loomos.models import CONTROL_TASK_QUEUE
+from loomos.temporal_client import connect_temporal
+from workflows.job import JobWorkflow
+from workflows.logs import FetchLogsWorkflow
+from workflows.scheduler import SchedulerWorkflow
+
+WORKFLOWS: Sequence[type] = (JobWorkflow, SchedulerWorkflow, FetchLogsWorkflow)
+log = structlog.get_logger()
+
+
+def control_activities(settings: Settings) -> list[Any]:
+    """Every activity the control queue serves, wired to this deployment's LoomDB."""
+    from activities.audit import AuditActivities
+    from loomos.loomdb import open_event_store
+
+    audit = AuditActivities(open_event_store(settings.loomdb.url))
+    return [request_placement, audit.record_audit_events]
+
+
+def build_control_worker(client: Client, settings: Settings, activities: list[Any] | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=CONTROL_TASK_QUEUE,
+        workflows=list(WORKFLOWS),
+        activities=activities if activities is not None else control_activities(settings),
+    )
+
+
+async def run_control_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    client = await connect_temporal(settings)
+    worker = build_control_worker(client, settings)
+    log.info("control worker polling", task_queue=CONTROL_TASK_QUEUE, temporal=settings.temporal.address)
+    async with worker:
+        await (stop or asyncio.Event()).wait()
+
+
+if __name__ == "__main__":
+    from workers.entry import run_until_signalled
+
+    run_until_signalled(lambda stop: run_control_worker(load_settings(), stop))

@@ -1,0 +1,78 @@
+"""The node worker: one per GPU host. Registers its capacity with the pool's scheduler and
+runs training attempts placed on it, on its own task queue `loomos-node-<node_id>`.
+
+It only dials out to the Temporal frontend, so a node behind NAT needs no inbound port
+(except the DDP rendezvous port between the nodes of one multi-node job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.scheduling import announce_node
+from activities.training import TrainingActivities
+from loomos.config import Settings, load_settings
+from loomos.models import NodeInfo, scheduler_workflow_id
+from loomos.node_capacity import detect_node
+from loomos.temporal_client import connect_temporal
+
+log = structlog.get_logger()
+
+
+def build_node_worker(client: Client, settings: Settings, node: NodeInfo) -> Worker:
+    training = TrainingActivities(settings, node.node_id)
+    return Worker(
+        client,
+        task_queue=node.task_queue,
+        activities=[training.run_training, training.read_training_log],
+        # Capacity is the scheduler's business; this only bounds concurrent attempts + log reads.
+        max_concurrent_activities=node.slots * 2 + 4,
+        # On shutdown, running attempts are cancelled: SIGTERM, checkpoint, then kill.
+        graceful_shutdown_timeout=timedelta(seconds=1),
+    )
+
+
+async def keep_registered(client: Client, node: NodeInfo, interval_s: float) -> None:
+    """Announce the node now and then every interval: the announcement is its liveness lease."""
+    while True:
+        try:
+            await announce_node(client, node)
+        except Exception as err:  # Temporal briefly unreachable: try again next round
+            log.warning("node registration failed", node_id=node.node_id, error=str(err))
+        await asyncio.sleep(interval_s)
+
+
+async def run_node_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    client = await connect_temporal(settings)
+    node = detect_node(settings)
+    worker = build_node_worker(client, settings, node)
+    log.info(
+        "node worker polling",
+        node_id=node.node_id,
+        pool=node.pool,
+        task_queue=node.task_queue,
+        accelerator=node.accelerator,
+        gpu_type=node.gpu_type,
+        slots=node.slots,
+    )
+    registration = asyncio.create_task(keep_registered(client, node, settings.node.register_interval_s))
+    try:
+        async with worker:
+            await (stop or asyncio.Event()).wait()
+    finally:
+        registration.cancel()
+        with contextlib.suppress(Exception):
+            handle = client.get_workflow_handle(scheduler_workflow_id(node.pool))
+            await handle.signal("deregister_node", node.node_id)
+
+
+if __name__ == "__main__":
+    from workers.entry import run_until_signalled
+
+    run_until_signalled(lambda stop: run_node_worker(load_settings(), stop))
