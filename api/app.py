@@ -1,17 +1,128 @@
-"""LoomCtl: the FastAPI app. Routers per resource; the Temporal client lives on app.state."""
+"""LoomCtl: the FastAPI app. Routers per resource; the Temporal client lives on app.state.
+
+Run it with
+
+    uvicorn --factory api.app:create_app --host 127.0.0.1 --port 8080
+
+(`uvicorn api.app:app` works too: `app` is built on first access, not at import.)
+
+Every error answers `{"detail": "..."}`; request validation errors keep FastAPI's list of
+`{"loc", "msg", "type"}` under `detail`, with `loc` naming the field (`["body", "resources",
+"gpu_count"]`). Temporal being unreachable is a 503 that says so.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from api.deps import UNREACHABLE_CODES, TemporalConnection, TemporalUnavailable
 from api.routers import cluster, events, health, jobs, marketplace
+from loomos.config import Settings, load_settings
+
+API_VERSION = "0.1.0"
+log = structlog.get_logger()
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="LoomCtl", version="0.1.0", description="LoomOS control API")
+def create_app(settings: Settings | None = None, temporal_client: Client | None = None) -> FastAPI:
+    """Build LoomCtl. `settings` default to temporal-dev.yaml + environment; pass
+    `temporal_client` to share an existing connection (tests, embedding)."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Warm the connection in the background so the first request does not pay for it,
+        # without making start-up wait for (or fail on) Temporal.
+        warm = asyncio.create_task(_warm_up(app.state.temporal_connection))
+        try:
+            yield
+        finally:
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm
+
+    app = FastAPI(
+        title="LoomCtl",
+        version=API_VERSION,
+        description="LoomOS control API: submit, watch and cancel PyTorch DDP training jobs.",
+        lifespan=lifespan,
+    )
+    # Set here, not in the lifespan, so the app also works under transports that skip it.
+    app.state.settings = settings
+    app.state.temporal = temporal_client
+    app.state.temporal_connection = TemporalConnection(settings, temporal_client, app.state)
+    _install_error_handlers(app)
+
     app.include_router(health.router)
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(cluster.router, prefix="/api/v1")
     app.include_router(events.router, prefix="/api/v1")
     app.include_router(marketplace.router, prefix="/api/v1")
     return app
+
+
+async def _warm_up(connection: TemporalConnection) -> None:
+    try:
+        await connection.client()
+    except TemporalUnavailable as err:
+        log.warning("temporal not reachable yet; will retry on first request", error=str(err))
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's errors minus `input`/`ctx` (they echo whole request bodies back), with
+    pydantic's 'Value error, ' prefix dropped and unknown fields said plainly."""
+    cleaned = []
+    for err in errors:
+        msg = str(err.get("msg", ""))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        msg = msg.removeprefix("Value error, ")
+        cleaned.append({"loc": list(err.get("loc", [])), "msg": msg, "type": err.get("type", "")})
+    return cleaned
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _clean_validation_errors(exc.errors())})
+
+    @app.exception_handler(TemporalUnavailable)
+    async def _unavailable(request: Request, exc: TemporalUnavailable) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.exception_handler(RPCError)
+    async def _rpc(request: Request, exc: RPCError) -> JSONResponse:
+        # Routers turn the errors they expect (NOT_FOUND, ...) into 4xx themselves; what is
+        # left is Temporal failing under us.
+        connection: TemporalConnection = request.app.state.temporal_connection
+        if exc.status in UNREACHABLE_CODES:
+            return JSONResponse(status_code=503, content={"detail": str(connection.unreachable(exc.message))})
+        log.error("temporal call failed", path=request.url.path, status=exc.status.name, error=exc.message)
+        return JSONResponse(
+            status_code=502,
+            content={"detail": f"Temporal rejected the request ({exc.status.name}): {exc.message}"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return JSONResponse(
+            status_code=500, content={"detail": f"internal error ({type(exc).__name__}); see the API log"}
+        )
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.app:app` support without loading settings when the module is imported.
+    if name == "app":
+        built = globals()["app"] = create_app()
+        return built
+    raise AttributeError(name)

@@ -1,0 +1,442 @@
+"""The LoomOS Python SDK: a thin, typed client of the LoomCtl REST API.
+
+    from loomos.client import LoomOSClient
+    with LoomOSClient() as loom:
+        job_id = loom.submit("examples/ddp-demo.yaml").job_id
+        final = loom.wait(job_id)
+
+`LoomOSClient` is synchronous, `AsyncLoomOSClient` the asyncio twin. Both describe each call
+as a `_Call` (method, path, parameters, how to parse the answer) built by the shared
+`_Calls` mixin, so the two only differ in how they send it. The response models below are
+also what the API declares, so server and SDK cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, Self, TypeVar
+
+import httpx
+from pydantic import BaseModel, Field, ValidationError
+
+from loomos.models import ClusterSnapshot, JobState, JobStatus, LogsResult
+from loomos.spec import JobSpec, SpecError, load_spec, parse_spec
+
+ENDPOINT_ENV = "LOOMOS_API_ENDPOINT"
+DEFAULT_TIMEOUT_S = 30.0
+API_PREFIX = "/api/v1"
+
+# --- wire models of the LoomCtl API ----------------------------------------------------------
+
+
+class SubmitResponse(BaseModel):
+    job_id: str
+    workflow_id: str
+    status: JobState = JobState.SUBMITTED
+    ui_url: str = Field(description="the job's workflow in the Temporal Web UI")
+
+
+class JobSummary(BaseModel):
+    """One row of `GET /api/v1/jobs`: read from search attributes, no query to the workflow."""
+
+    job_id: str
+    workflow_id: str
+    state: JobState
+    user: str | None = None
+    team: str | None = None
+    pool: str | None = None
+    gpu_type: str | None = None
+    gpu_count: int | None = None
+    priority: int | None = None
+    execution_status: str | None = Field(None, description="Temporal's view: RUNNING, COMPLETED, ...")
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    count: int
+
+
+class JobDetail(JobStatus):
+    """The job workflow's status, with the running attempt's live heartbeat merged in."""
+
+    ui_url: str | None = None
+    progress_updated_at: datetime | None = Field(
+        None, description="when the merged live progress was heartbeated; None: no live progress"
+    )
+
+
+class CancelResponse(BaseModel):
+    job_id: str
+    workflow_id: str
+    state: JobState = Field(description="state when the request was accepted; CANCELLED follows")
+    cancel_requested: bool = True
+
+
+class TemporalHealth(BaseModel):
+    address: str
+    namespace: str
+    reachable: bool
+    error: str | None = None
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok', or 'degraded' when Temporal is unreachable")
+    version: str
+    temporal: TemporalHealth
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class LoomOSError(Exception):
+    """Any failure talking to LoomCtl. `status_code` is None when no HTTP answer came back."""
+
+    def __init__(self, status_code: int | None, message: str):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+    @property
+    def is_bad_input(self) -> bool:
+        return (
+            self.status_code in (400, 422)
+            or self.status_code is None
+            and isinstance(self.__cause__, SpecError)
+        )
+
+
+class JobWaitTimeout(LoomOSError):
+    def __init__(self, job_id: str, timeout: float, last: JobDetail):
+        super().__init__(None, f"job {job_id} did not finish within {timeout:g}s (state {last.state.value})")
+        self.last = last
+
+
+def _strip_location(loc: Iterable[Any]) -> str:
+    parts = [str(p) for p in loc]
+    # FastAPI prefixes where the value came from; the field path is what a user can fix.
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def error_message(response: httpx.Response) -> str:
+    """The API's `detail`, flattened to one line (`field.path: message; ...` for 422s)."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return f"HTTP {response.status_code}: {text[:300] or response.reason_phrase}"
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        items = []
+        for err in detail:
+            if isinstance(err, dict):
+                path = _strip_location(err.get("loc", []))
+                msg = str(err.get("msg", "invalid"))
+                items.append(f"{path}: {msg}" if path else msg)
+            else:
+                items.append(str(err))
+        if items:
+            return "; ".join(items)
+    return f"HTTP {response.status_code}: {response.reason_phrase}"
+
+
+# --- calls, shared by the sync and async clients ----------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    json: Any = None
+    # Set for calls whose (slow) server side has its own deadline longer than ours.
+    timeout: float | None = None
+
+
+def _model(cls: type[T]) -> Callable[[Any], T]:
+    return cls.model_validate  # type: ignore[attr-defined, no-any-return]
+
+
+def spec_payload(spec: JobSpec | Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+    """Validate a spec locally (so errors name the field before any request) and serialise it.
+
+    Raises LoomOSError wrapping the SpecError, whose message lists `field.path: problem`.
+    """
+    try:
+        if isinstance(spec, JobSpec):
+            model = spec
+        elif isinstance(spec, Mapping):
+            model = parse_spec(dict(spec))
+        elif isinstance(spec, str | os.PathLike):
+            model = load_spec(Path(spec))
+        else:
+            raise SpecError(
+                "spec", [("", f"expected a JobSpec, a mapping or a path, got {type(spec).__name__}")]
+            )
+    except SpecError as err:
+        raise LoomOSError(None, str(err)) from err
+    # Only what was set: a server of another version keeps its own defaults.
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    if not job_id or "/" in job_id:
+        raise LoomOSError(None, f"invalid job id {job_id!r}")
+    return f"{API_PREFIX}/jobs/{job_id}{suffix}"
+
+
+class _Calls:
+    """Request building and response parsing, one method per API operation."""
+
+    @staticmethod
+    def _submit(spec: JobSpec | Mapping[str, Any] | str | os.PathLike[str]) -> _Call[SubmitResponse]:
+        return _Call("POST", f"{API_PREFIX}/jobs", _model(SubmitResponse), json=spec_payload(spec))
+
+    @staticmethod
+    def _get(job_id: str) -> _Call[JobDetail]:
+        return _Call("GET", _job_path(job_id), _model(JobDetail))
+
+    @staticmethod
+    def _list(
+        status: JobState | str | Iterable[JobState | str] | None,
+        user: str | None,
+        team: str | None,
+        pool: str | None,
+        limit: int,
+    ) -> _Call[list[JobSummary]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            items = [status] if isinstance(status, str) else list(status)
+            params["status"] = [str(s.value if isinstance(s, JobState) else s) for s in items]
+        for key, value in (("user", user), ("team", team), ("pool", pool)):
+            if value is not None:
+                params[key] = value
+        return _Call(
+            "GET", f"{API_PREFIX}/jobs", lambda body: JobList.model_validate(body).jobs, params=params
+        )
+
+    @staticmethod
+    def _cancel(job_id: str) -> _Call[CancelResponse]:
+        return _Call("POST", _job_path(job_id, "/cancel"), _model(CancelResponse))
+
+    @staticmethod
+    def _logs(
+        job_id: str, attempt: int | None, node: str | None, tail_bytes: int | None
+    ) -> _Call[LogsResult]:
+        params: dict[str, Any] = {}
+        if attempt is not None:
+            params["attempt"] = attempt
+        if node is not None:
+            params["node"] = node
+        if tail_bytes is not None:
+            params["tail_bytes"] = tail_bytes
+        # The API waits up to ~40 s for the node to answer before it reports it unreachable.
+        return _Call("GET", _job_path(job_id, "/logs"), _model(LogsResult), params=params, timeout=60)
+
+    @staticmethod
+    def _cluster_status(pool: str) -> _Call[ClusterSnapshot]:
+        return _Call("GET", f"{API_PREFIX}/cluster/status", _model(ClusterSnapshot), params={"pool": pool})
+
+    @staticmethod
+    def _health() -> _Call[Health]:
+        return _Call("GET", "/healthz", _model(Health))
+
+
+def default_endpoint() -> str:
+    explicit = os.environ.get(ENDPOINT_ENV)
+    if explicit:
+        return explicit
+    from loomos.config import ConfigError, load_settings
+
+    try:
+        return load_settings().api_url
+    except ConfigError as err:
+        raise LoomOSError(None, f"no endpoint given and the configuration is invalid: {err}") from err
+
+
+class _Base(_Calls):
+    def __init__(self, endpoint: str | None, timeout: float):
+        self.endpoint = (endpoint or default_endpoint()).rstrip("/")
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise LoomOSError(None, f"endpoint must start with http:// or https://, got {self.endpoint!r}")
+        self.timeout = timeout
+
+    def _timeout_for(self, call: _Call[Any]) -> float:
+        return max(self.timeout, call.timeout or 0)
+
+    def _transport_error(self, err: httpx.HTTPError, call: _Call[Any]) -> LoomOSError:
+        if isinstance(err, httpx.ConnectError):
+            return LoomOSError(None, f"cannot reach LoomCtl at {self.endpoint}: is `loomos dev` running?")
+        if isinstance(err, httpx.TimeoutException):
+            return LoomOSError(
+                None, f"LoomCtl at {self.endpoint} did not answer within {self._timeout_for(call):g}s"
+            )
+        return LoomOSError(None, f"request to LoomCtl at {self.endpoint} failed: {err}")
+
+    @staticmethod
+    def _parse(call: _Call[T], response: httpx.Response) -> T:
+        if response.status_code >= 400:
+            raise LoomOSError(response.status_code, error_message(response))
+        try:
+            return call.parse(response.json())
+        except (ValueError, ValidationError) as err:
+            raise LoomOSError(
+                response.status_code, f"unexpected answer from {call.method} {call.path}: {err}"
+            ) from err
+
+
+class LoomOSClient(_Base):
+    """Synchronous client. Use as a context manager, or call close()."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        super().__init__(endpoint, timeout)
+        self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, transport=transport)
+
+    def _send(self, call: _Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params, json=call.json, timeout=self._timeout_for(call)
+            )
+        except httpx.HTTPError as err:
+            raise self._transport_error(err, call) from err
+        return self._parse(call, response)
+
+    def submit(self, spec: JobSpec | Mapping[str, Any] | str | os.PathLike[str]) -> SubmitResponse:
+        return self._send(self._submit(spec))
+
+    def get(self, job_id: str) -> JobDetail:
+        return self._send(self._get(job_id))
+
+    def list(
+        self,
+        status: JobState | str | Iterable[JobState | str] | None = None,
+        user: str | None = None,
+        team: str | None = None,
+        pool: str | None = None,
+        limit: int = 100,
+    ) -> list[JobSummary]:
+        return self._send(self._list(status, user, team, pool, limit))
+
+    def cancel(self, job_id: str) -> CancelResponse:
+        return self._send(self._cancel(job_id))
+
+    def logs(
+        self, job_id: str, attempt: int | None = None, node: str | None = None, tail_bytes: int | None = None
+    ) -> LogsResult:
+        return self._send(self._logs(job_id, attempt, node, tail_bytes))
+
+    def cluster_status(self, pool: str = "default") -> ClusterSnapshot:
+        return self._send(self._cluster_status(pool))
+
+    def health(self) -> Health:
+        return self._send(self._health())
+
+    def wait(self, job_id: str, poll_interval: float = 1.0, timeout: float | None = None) -> JobDetail:
+        """Poll until the job is SUCCEEDED, FAILED or CANCELLED; return that final status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.get(job_id)
+            if status.state.terminal:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobWaitTimeout(job_id, timeout or 0, status)
+            time.sleep(poll_interval)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncLoomOSClient(_Base):
+    """asyncio client with the same methods as LoomOSClient. Use `async with`, or aclose()."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        super().__init__(endpoint, timeout)
+        self._http = httpx.AsyncClient(base_url=self.endpoint, timeout=timeout, transport=transport)
+
+    async def _send(self, call: _Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params, json=call.json, timeout=self._timeout_for(call)
+            )
+        except httpx.HTTPError as err:
+            raise self._transport_error(err, call) from err
+        return self._parse(call, response)
+
+    async def submit(self, spec: JobSpec | Mapping[str, Any] | str | os.PathLike[str]) -> SubmitResponse:
+        return await self._send(self._submit(spec))
+
+    async def get(self, job_id: str) -> JobDetail:
+        return await self._send(self._get(job_id))
+
+    async def list(
+        self,
+        status: JobState | str | Iterable[JobState | str] | None = None,
+        user: str | None = None,
+        team: str | None = None,
+        pool: str | None = None,
+        limit: int = 100,
+    ) -> list[JobSummary]:
+        return await self._send(self._list(status, user, team, pool, limit))
+
+    async def cancel(self, job_id: str) -> CancelResponse:
+        return await self._send(self._cancel(job_id))
+
+    async def logs(
+        self, job_id: str, attempt: int | None = None, node: str | None = None, tail_bytes: int | None = None
+    ) -> LogsResult:
+        return await self._send(self._logs(job_id, attempt, node, tail_bytes))
+
+    async def cluster_status(self, pool: str = "default") -> ClusterSnapshot:
+        return await self._send(self._cluster_status(pool))
+
+    async def health(self) -> Health:
+        return await self._send(self._health())
+
+    async def wait(self, job_id: str, poll_interval: float = 1.0, timeout: float | None = None) -> JobDetail:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = await self.get(job_id)
+            if status.state.terminal:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobWaitTimeout(job_id, timeout or 0, status)
+            await asyncio.sleep(poll_interval)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
