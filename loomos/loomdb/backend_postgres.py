@@ -1,0 +1,163 @@
+"""Postgres backend: production. Writers serialise on the chain-head row (SELECT ... FOR UPDATE),
+so a position is assigned only after every lower position has committed: a reader following
+"position > last seen" can never skip a late commit. Large batches go in by binary COPY. The
+event table is range-partitioned by recorded_at (one partition per month, created on demand).
+Commits NOTIFY a per-schema channel that live subscribers LISTEN on.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from loomos.loomdb.hashchain import EVENT_COLUMNS
+
+JSON_COLUMNS = frozenset({"roles", "tags", "data", "metadata"})
+COPY_THRESHOLD = 200  # below this, a multi-row INSERT is cheaper than setting up COPY
+_COPY_TYPES = [
+    "int8", "uuid", "text", "text", "text", "int8", "timestamptz", "timestamptz", "text", "text",
+    "text", "text", "text", "text", "text", "text", "text", "text",
+    "text", "jsonb", "text", "text", "text",
+    "jsonb", "text", "jsonb", "jsonb", "int4", "text", "text",
+]
+assert len(_COPY_TYPES) == len(EVENT_COLUMNS)
+_COPY_SQL = f"COPY loomdb_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_JSON_IDX = [i for i, c in enumerate(EVENT_COLUMNS) if c in JSON_COLUMNS]
+
+
+def month_start(ts: datetime) -> datetime:
+    ts = ts.astimezone(UTC)
+    return datetime(ts.year, ts.month, 1, tzinfo=UTC)
+
+
+def next_month(ts: datetime) -> datetime:
+    return datetime(ts.year + (ts.month == 12), ts.month % 12 + 1, 1, tzinfo=UTC)
+
+
+def partition_name(start: datetime) -> str:
+    return f"loomdb_events_y{start.year:04d}m{start.month:02d}"
+
+
+class PostgresBackend:
+    name = "postgresql"
+    ph = "%s"
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self._partitions: set[str] = set()
+
+    def configure(self, dbapi_conn: Any) -> None:
+        """Nothing per connection: search_path comes from the URL's `options`."""
+
+    def begin_write(self, cur: Any) -> None:
+        """psycopg opens a transaction implicitly on the first statement."""
+
+    def begin_read(self, cur: Any) -> None:
+        # A single snapshot for head position + rows read after it.
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def lock_head(self, cur: Any) -> tuple[int, str, datetime]:
+        cur.execute("SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE")
+        pos, h, ts = cur.fetchone()
+        return int(pos), h, ts
+
+    def ts(self, v: datetime) -> datetime:
+        return v
+
+    def uid(self, v: uuid.UUID) -> uuid.UUID:
+        return v
+
+    def db_row(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        out = [row[c] for c in EVENT_COLUMNS]
+        for i in _JSON_IDX:
+            out[i] = Jsonb(out[i])
+        return tuple(out)
+
+    def py_row(self, values: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(EVENT_COLUMNS, values, strict=True))
+
+    def existing_ids(self, cur: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        cur.execute("SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s)", (ids,))
+        return {e: int(p) for e, p in cur.fetchall()}
+
+    def stream_versions(self, cur: Any, stream_ids: list[str]) -> dict[str, int]:
+        cur.execute("SELECT stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s)", (stream_ids,))
+        return {s: int(v) for s, v in cur.fetchall()}
+
+    def ensure_partitions(self, cur: Any, rows: list[dict[str, Any]]) -> None:
+        months = {month_start(r["recorded_at"]) for r in rows}
+        for start in sorted(months):
+            name = partition_name(start)
+            if name in self._partitions:
+                continue
+            # The name is built from two integers, never from input.
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF loomdb_events "
+                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{next_month(start).isoformat()}')"
+            )
+            self._partitions.add(name)
+
+    def forget_partition(self, name: str) -> None:
+        self._partitions.discard(name)
+
+    def insert_events(self, cur: Any, rows: list[dict[str, Any]]) -> None:
+        if len(rows) >= COPY_THRESHOLD:
+            with cur.copy(_COPY_SQL) as copy:
+                copy.set_types(_COPY_TYPES)
+                for r in rows:
+                    copy.write_row(self.db_row(r))
+            return
+        n = len(EVENT_COLUMNS)
+        values = ", ".join("(" + ", ".join(["%s"] * n) + ")" for _ in rows)
+        params: list[Any] = []
+        for r in rows:
+            params.extend(self.db_row(r))
+        cur.execute(f"INSERT INTO loomdb_events ({', '.join(EVENT_COLUMNS)}) VALUES {values}", params)
+
+    def save_streams(self, cur: Any, streams: dict[str, tuple[int, int]]) -> None:
+        ids = list(streams)
+        cur.execute(
+            "INSERT INTO loomdb_streams (stream_id, version, last_position) "
+            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+            "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
+            "last_position = excluded.last_position",
+            (ids, [streams[s][0] for s in ids], [streams[s][1] for s in ids]),
+        )
+
+    def save_head(self, cur: Any, position: int, h: str, recorded_at: datetime) -> None:
+        cur.execute("UPDATE loomdb_head SET position = %s, hash = %s, recorded_at = %s WHERE id = 1",
+                    (position, h, recorded_at))
+
+    def notify(self, cur: Any, position: int) -> None:
+        # Delivered at commit, only if the transaction commits: a wake-up, never the data.
+        cur.execute("SELECT pg_notify(%s, %s)", (self.channel, str(position)))
+
+    # --- SQL fragments for queries: JSON paths are bound text[] parameters -----------------
+
+    def json_value(self, column: str, keys: list[str]) -> tuple[str, list[Any]]:
+        return f"({column} #> %s)", [keys]
+
+    def json_type(self, column: str, keys: list[str]) -> tuple[str, list[Any]]:
+        return f"jsonb_typeof({column} #> %s)", [keys]
+
+    def json_text(self, column: str, keys: list[str]) -> tuple[str, list[Any]]:
+        return f"({column} #>> %s)", [keys]
+
+    def json_contains(self, column: str, keys: list[str], value: Any) -> tuple[str, list[Any]]:
+        target = f"({column} #> %s)" if keys else column
+        return f"{target} @> %s", ([keys] if keys else []) + [Jsonb([value])]
+
+    def json_compare(self, column: str, keys: list[str], op: str, value: Any) -> tuple[str, list[Any]]:
+        if op == "=":
+            return f"({column} #> %s) = %s", [keys, Jsonb(value)]
+        if op == "!=":
+            return f"({column} #> %s) <> %s", [keys, Jsonb(value)]
+        kind = "number" if isinstance(value, int | float) else "string"
+        return (f"(jsonb_typeof({column} #> %s) = '{kind}' AND ({column} #> %s) {op} %s)",
+                [keys, keys, Jsonb(value)])
+
+    def month_of(self, column: str) -> str:
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM')"

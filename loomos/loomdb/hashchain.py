@@ -1,0 +1,166 @@
+"""The hash chain: every event carries the SHA-256 of its own canonical form, which includes
+its position and its predecessor's hash. Editing, inserting or deleting a row behind LoomDB's
+back breaks the chain at that row, and `verify_chain` names the first row where it breaks.
+
+The canonical form is compact JSON with sorted keys, timestamps as UTC with microseconds and
+UUIDs as lowercase text, so both backends (and archive files) hash identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from loomos.loomdb.events import GENESIS_HASH
+
+# Every stored column except `hash` itself, in a fixed order.
+HASHED_COLUMNS: tuple[str, ...] = (
+    "position", "event_id", "event_type", "schema_version", "stream_id", "stream_version",
+    "occurred_at", "recorded_at", "correlation_id", "causation_id",
+    "user_id", "session_id", "request_id", "source_ip", "user_agent", "compliance_level",
+    "cost_center", "project_id",
+    "authentication_method", "roles", "access_level", "data_classification", "geographic_restriction",
+    "tags", "priority", "data", "metadata", "retention_days", "prev_hash",
+)
+EVENT_COLUMNS: tuple[str, ...] = (*HASHED_COLUMNS, "hash")
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_EXACT = 2**53
+
+
+def _number(value: Any) -> Any:
+    """Numbers as both backends return them: Postgres jsonb keeps numbers as decimals, so 1.0 may
+    come back as 1.0 or 1 and 1e16 as 10000000000000000. Integral floats hash as ints and
+    numbers beyond 2**53 as floats, which makes the hash independent of that round trip."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        if abs(value) >= _EXACT:
+            return value
+        return int(value) if value.is_integer() else value
+    if isinstance(value, int) and abs(value) >= _EXACT:
+        return float(value)
+    return value
+
+
+def _json_normal(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_normal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_normal(v) for v in value]
+    if isinstance(value, int | float):
+        return _number(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict | list):
+        return _json_normal(value)
+    return value
+
+
+def canonical_bytes(row: dict[str, Any]) -> bytes:
+    body = {c: _plain(row[c]) for c in HASHED_COLUMNS}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_hash(row: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_bytes(row)).hexdigest()
+
+
+@dataclass
+class ChainProblem:
+    position: int
+    kind: str  # altered | inserted | deleted | reordered | truncated
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    ok: bool = True
+    checked: int = 0
+    first_position: int | None = None
+    last_position: int | None = None
+    head_hash: str = GENESIS_HASH
+    archives_checked: int = 0
+    problem: ChainProblem | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, position: int, kind: str, detail: str) -> VerifyReport:
+        if self.problem is None:
+            self.ok = False
+            self.problem = ChainProblem(position, kind, detail)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "checked": self.checked, "first_position": self.first_position,
+            "last_position": self.last_position, "head_hash": self.head_hash,
+            "archives_checked": self.archives_checked,
+            "problem": None if self.problem is None else vars(self.problem), "notes": self.notes,
+        }
+
+
+class ChainWalker:
+    """Walks rows in position order and stops at the first break.
+
+    Classifies the break so an auditor knows where to look: a row whose own hash does not match
+    its content was *altered*; a row whose prev_hash does not link to the row before it, while
+    the row after it links to that earlier row, was *inserted*; a missing position means a row
+    was *deleted*.
+    """
+
+    def __init__(self, report: VerifyReport, expected_position: int, expected_prev: str):
+        self.report = report
+        self.next_position = expected_position
+        self.prev_hash = expected_prev
+        self.prev_prev_hash: str | None = None
+        self.pending_insert: dict[str, Any] | None = None
+
+    def feed(self, row: dict[str, Any]) -> bool:
+        """Check one row; False once a problem was found (the report holds it)."""
+        r = self.report
+        pos = int(row["position"])
+        own = event_hash(row)
+        if own != row["hash"]:
+            r.fail(pos, "altered", f"position {pos}: stored hash does not match the event's content")
+            return False
+        if pos < self.next_position:
+            r.fail(pos, "inserted", f"position {pos} appears twice or out of order")
+            return False
+        if pos > self.next_position:
+            if row["prev_hash"] == self.prev_hash:
+                r.fail(self.next_position, "inserted",
+                       f"position {pos} claims to follow position {self.next_position - 1} directly")
+            else:
+                r.fail(self.next_position, "deleted",
+                       f"positions {self.next_position}..{pos - 1} are missing")
+            return False
+        if row["prev_hash"] != self.prev_hash:
+            r.fail(pos, "inserted" if self.prev_prev_hash == row["prev_hash"] else "altered",
+                   f"position {pos}: prev_hash does not link to position {pos - 1}")
+            return False
+        if r.first_position is None:
+            r.first_position = pos
+        r.last_position = pos
+        r.checked += 1
+        self.prev_prev_hash = self.prev_hash
+        self.prev_hash = row["hash"]
+        self.next_position = pos + 1
+        return True
+
+    def feed_all(self, rows: Iterable[dict[str, Any]]) -> bool:
+        return all(self.feed(row) for row in rows)

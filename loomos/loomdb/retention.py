@@ -1,0 +1,268 @@
+"""Retention: archive old periods to JSON Lines (gzip) on file:// or s3://, then drop them.
+
+A period is one calendar month of recorded_at (one partition on Postgres). Because recorded_at
+never decreases with position, a month is a contiguous range of positions, and archiving the
+oldest months first keeps the hot table a suffix of the chain. Each archive's manifest stores
+its first prev_hash and last hash, so `verify` links the chain across the archive boundary (and
+with `deep_archives=True` re-hashes every archived event). Each archived period is recorded as
+a `compliance.retention.applied` event.
+
+Retention days (default, per type, per compliance level, or the event's own override) say how
+long an event must be kept anywhere; the manifest's `expires_at` is the latest such date of
+its events, after which the archive object may be deleted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from loomos.loomdb.backend_postgres import month_start, next_month, partition_name
+from loomos.loomdb.errors import RetentionError
+from loomos.loomdb.events import EVENT_TYPE_PATTERN, NewEvent
+from loomos.loomdb.hashchain import EVENT_COLUMNS, iso
+
+RETENTION_EVENT = "compliance.retention.applied"
+
+
+class RetentionPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_days: int = Field(2555, ge=1, le=36500, description="7 years")
+    per_type: dict[str, int] = Field(default_factory=dict, description="event type or prefix (security.*)")
+    per_compliance_level: dict[str, int] = Field(default_factory=dict)
+    archive_after_days: int = Field(90, ge=1, le=36500)
+    compress_after_days: int | None = Field(None, ge=1, le=36500)
+    archive_uri: str = Field(description="file:///dir or s3://bucket/prefix")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetentionPolicy:
+        import re
+
+        for t, days in self.per_type.items():
+            base = t[:-2] if t.endswith(".*") else t
+            if not re.fullmatch(EVENT_TYPE_PATTERN, base) and not re.fullmatch(r"[a-z][a-z0-9_]*", base):
+                raise ValueError(f"per_type: {t!r} is not an event type or prefix")
+            if not 1 <= days <= 36500:
+                raise ValueError(f"per_type[{t}]: days must be between 1 and 36500")
+        for level, days in self.per_compliance_level.items():
+            if not 1 <= days <= 36500:
+                raise ValueError(f"per_compliance_level[{level}]: days must be between 1 and 36500")
+        if self.compress_after_days is not None and self.compress_after_days > self.archive_after_days:
+            raise ValueError("compress_after_days must not exceed archive_after_days")
+        scheme = urlparse(self.archive_uri).scheme
+        if scheme not in ("file", "s3"):
+            raise ValueError(f"archive_uri must be file:///dir or s3://bucket/prefix, not {self.archive_uri!r}")
+        if scheme == "s3" and not urlparse(self.archive_uri).netloc:
+            raise ValueError("archive_uri s3:// needs a bucket")
+        return self
+
+    def days_for(self, row: dict[str, Any]) -> int:
+        """The event's own override wins; otherwise the longest applicable policy (keeping an
+        event too long is recoverable, deleting it too early is not)."""
+        if row.get("retention_days"):
+            return int(row["retention_days"])
+        etype = row["event_type"]
+        specific = [d for t, d in self.per_type.items()
+                    if t == etype or (t.endswith(".*") and etype.startswith(t[:-1]))]
+        level = row.get("compliance_level")
+        if level and level in self.per_compliance_level:
+            specific.append(self.per_compliance_level[level])
+        return max(specific) if specific else self.default_days
+
+
+# --- archive objects ------------------------------------------------------------------------
+
+
+def _row_json(row: dict[str, Any]) -> str:
+    out = {}
+    for c in EVENT_COLUMNS:
+        v = row[c]
+        if isinstance(v, datetime):
+            v = iso(v)
+        elif isinstance(v, uuid.UUID):
+            v = str(v)
+        out[c] = v
+    return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_archive(rows: list[dict[str, Any]]) -> bytes:
+    buf = io.BytesIO()
+    # mtime=0: the same events always give the same bytes (and the same sha256).
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        for r in rows:
+            gz.write(_row_json(r).encode() + b"\n")
+    return buf.getvalue()
+
+
+def _s3() -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
+def write_object(uri: str, payload: bytes) -> None:
+    u = urlparse(uri)
+    try:
+        if u.scheme == "file":
+            path = Path(u.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_bytes(payload)
+            tmp.replace(path)
+        elif u.scheme == "s3":
+            _s3().put_object(Bucket=u.netloc, Key=u.path.lstrip("/"), Body=payload)
+        else:
+            raise RetentionError(f"unsupported archive URI {uri!r}")
+    except RetentionError:
+        raise
+    except Exception as exc:  # OSError, botocore errors: report where and why
+        raise RetentionError(f"cannot write archive {uri}: {exc}") from exc
+
+
+def read_object(uri: str) -> bytes:
+    u = urlparse(uri)
+    try:
+        if u.scheme == "file":
+            return Path(u.path).read_bytes()
+        if u.scheme == "s3":
+            return _s3().get_object(Bucket=u.netloc, Key=u.path.lstrip("/"))["Body"].read()
+    except Exception as exc:
+        raise RetentionError(f"cannot read archive {uri}: {exc}") from exc
+    raise RetentionError(f"unsupported archive URI {uri!r}")
+
+
+def read_archive(uri: str, sha256: str | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of an archive, in position order, as the store returns them (for verify)."""
+    payload = read_object(uri)
+    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
+        raise RetentionError(f"archive {uri} does not match the sha256 in its manifest")
+    try:
+        text = gzip.decompress(payload).decode()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RetentionError(f"archive {uri} is not gzip JSON Lines: {exc}") from None
+    for line in text.splitlines():
+        if not line:
+            continue
+        row = json.loads(line)
+        row["occurred_at"] = datetime.fromisoformat(row["occurred_at"])
+        row["recorded_at"] = datetime.fromisoformat(row["recorded_at"])
+        row["event_id"] = uuid.UUID(row["event_id"])
+        yield row
+
+
+# --- applying a policy ----------------------------------------------------------------------
+
+
+def _periods(store: Any, before: datetime) -> list[datetime]:
+    """Start of each month with events recorded before `before`, oldest first."""
+    with store._read() as cur:
+        cur.execute(store._sql("SELECT min(recorded_at) FROM loomdb_events WHERE recorded_at < %s"),
+                    [store.backend.ts(before)])
+        first = cur.fetchone()[0]
+    if first is None:
+        return []
+    if isinstance(first, str):
+        first = datetime.fromisoformat(first)
+    out = []
+    m = month_start(first)
+    while next_month(m) <= before:
+        out.append(m)
+        m = next_month(m)
+    return out
+
+
+def apply_retention(store: Any, policy: RetentionPolicy, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Archive and drop every whole month older than `archive_after_days`, oldest first.
+    Returns what was done (also recorded as compliance.retention.applied events)."""
+    now = now or store.clock()
+    cutoff = now - timedelta(days=policy.archive_after_days)
+    actions = []
+    for start in _periods(store, cutoff):
+        action = _archive_period(store, policy, start, next_month(start))
+        if action is not None:
+            actions.append(action)
+    return actions
+
+
+def _archive_period(store: Any, policy: RetentionPolicy, start: datetime, end: datetime) -> dict[str, Any] | None:
+    from loomos.loomdb.store import _COLS
+
+    b = store.backend
+    period = f"{start.year:04d}-{start.month:02d}"
+    with store._write() as cur:
+        # Holding the head lock keeps the chain still while the period leaves the table.
+        b.lock_head(cur)
+        cur.execute(store._sql(f"SELECT {_COLS} FROM loomdb_events WHERE recorded_at >= %s AND recorded_at < %s "
+                               "ORDER BY position"), [b.ts(start), b.ts(end)])
+        rows = [b.py_row(r) for r in cur.fetchall()]
+        if not rows:
+            if b.name == "postgresql":
+                _drop_partition(store, cur, start)
+            return None
+        first, last = rows[0], rows[-1]
+        base = policy.archive_uri.rstrip("/")
+        uri = f"{base}/loomdb-{store.schema_name}-{period}-{first['position']}-{last['position']}.jsonl.gz"
+        payload = encode_archive(rows)
+        digest = hashlib.sha256(payload).hexdigest()
+        write_object(uri, payload)
+        # Read it back before anything is dropped: an archive we cannot read is no archive.
+        if hashlib.sha256(read_object(uri)).hexdigest() != digest:
+            raise RetentionError(f"archive {uri} read back differently from what was written; nothing dropped")
+        expires = max(r["recorded_at"] + timedelta(days=policy.days_for(r)) for r in rows)
+        archived_at = store.clock()
+        cur.execute(
+            store._sql(
+                "INSERT INTO loomdb_archives (period, first_position, last_position, first_prev_hash, last_hash, "
+                "event_count, uri, sha256, period_start, period_end, archived_at, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ),
+            [period, first["position"], last["position"], first["prev_hash"], last["hash"], len(rows), uri,
+             digest, b.ts(start), b.ts(end), b.ts(archived_at), b.ts(expires)],
+        )
+        if b.name == "postgresql":
+            _drop_partition(store, cur, start)
+        else:
+            cur.execute("INSERT INTO loomdb_retention_window (cutoff) VALUES (?)", [b.ts(end)])
+            cur.execute("DELETE FROM loomdb_events WHERE recorded_at >= ? AND recorded_at < ?",
+                        [b.ts(start), b.ts(end)])
+            cur.execute("DELETE FROM loomdb_retention_window")
+        action = {
+            "action": "archived", "partition": period, "first_position": int(first["position"]),
+            "last_position": int(last["position"]), "event_count": len(rows), "uri": uri, "sha256": digest,
+        }
+        record = NewEvent(
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"loomdb:{store.schema_name}:retention:{period}"),
+            event_type=RETENTION_EVENT, stream_id="loomdb-retention",
+            data={**action, "policy": policy.model_dump(mode="json"), "expires_at": iso(expires)},
+            context={"compliance_level": "SYSTEM"}, tags=["retention"],
+        )
+        # In the same transaction as the drop: the record exists exactly when the period is gone.
+        store._append_locked(cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None)
+    return action
+
+
+def _drop_partition(store: Any, cur: Any, start: datetime) -> None:
+    name = partition_name(start)
+    cur.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace",
+                [name])
+    if cur.fetchone() is None:
+        return
+    # DDL is transactional: if anything above failed, the partition is still there.
+    cur.execute(f"ALTER TABLE loomdb_events DETACH PARTITION {name}")
+    cur.execute(f"DROP TABLE {name}")
+    store.backend.forget_partition(name)
+
+
+def utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
