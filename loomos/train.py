@@ -284,12 +284,13 @@ def request_stop() -> None:
 
 
 def stop_requested() -> bool:
-    """True once a stop was requested.
+    """True once a stop was requested (SIGTERM or request_stop()).
 
-    With several ranks this is the decision all ranks agreed on at the last should_checkpoint()
-    call, so every rank leaves the loop after the same step (a rank that left alone would hang
-    the others in their next all-reduce). Before any should_checkpoint() call it is this
-    process's own flag.
+    Once should_checkpoint() has been called, this is the decision all ranks agreed on in its
+    last call: every rank leaves the loop after the same step (a rank leaving alone would hang
+    the others in their next all-reduce), and a signal landing between should_checkpoint() and
+    this call waits for the next step instead of skipping the final save. Scripts that never
+    call should_checkpoint() get this process's own flag.
     """
     st = _get_state()
     if st.agreed_stop is not None:
@@ -556,8 +557,14 @@ def open_store(location: str) -> CheckpointStore:
 
 def _is_weights_only_refusal(exc: BaseException) -> bool:
     # torch.load(weights_only=True) refusing a type is a usage problem, not a corrupt file:
-    # skipping the file would silently restart training from scratch.
-    return isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower()
+    # skipping the file would silently restart training from scratch. Garbage bytes also fail
+    # in the weights-only unpickler ("Unsupported operand"), so look at what it refused.
+    if not isinstance(exc, pickle.UnpicklingError):
+        return False
+    text = str(exc)
+    return "Weights only load failed" in text and any(
+        marker in text for marker in ("GLOBAL", "allowlist", "must be imported")
+    )
 
 
 def load_latest_checkpoint(map_location: Any = None, *, weights_only: bool = True) -> dict[str, Any] | None:
