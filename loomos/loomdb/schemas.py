@@ -180,7 +180,7 @@ class SchemaRegistry:
 _NUM_OR_NULL = {"type": ["number", "null"]}
 _INT_OR_NULL = {"type": ["integer", "null"]}
 _STR_OR_NULL = {"type": ["string", "null"]}
-_METRICS = {"type": "object", "additionalProperties": {"type": "number"}}
+_METRICS = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
 
 
 def _job(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
