@@ -1,0 +1,194 @@
+"""Real parts for the LoomCtl, SDK and CLI tests: a Temporal dev server with LoomOS's search
+attributes, the real job/scheduler/log workflows on a control worker, and LoomCtl served by
+uvicorn on a free port (for the synchronous SDK and the CLI, which speak real HTTP).
+
+Only what sits behind a node's task queue (training, reading a log) and LoomDB's audit sink
+are scripted here; everything between the HTTP request and those is the production code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import uvicorn
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.scheduling import announce_node, request_placement
+from api.app import create_app
+from loomos import search_attributes as sa
+from loomos.binaries import temporal_cli
+from loomos.config import Settings
+from loomos.models import (
+    CONTROL_TASK_QUEUE,
+    AuditBatch,
+    LogsRequest,
+    LogsResult,
+    NodeInfo,
+    TrainingProgress,
+    TrainingRequest,
+    node_task_queue,
+)
+from workflows.job import JobWorkflow
+from workflows.logs import FetchLogsWorkflow
+from workflows.scheduler import SchedulerWorkflow
+
+SEARCH_ATTRIBUTE_KEYS = [sa.STATUS, sa.USER, sa.TEAM, sa.GPU_TYPE, sa.GPU_COUNT, sa.PRIORITY, sa.POOL]
+# A second namespace no worker polls: queries there time out, as with no control worker.
+IDLE_NAMESPACE = "idle"
+
+
+async def start_dev_server() -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=SEARCH_ATTRIBUTE_KEYS,
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+        dev_server_extra_args=["--namespace", IDLE_NAMESPACE],
+    )
+
+
+def settings_for(client: Client, namespace: str = "default") -> Settings:
+    return Settings.model_validate(
+        {"temporal": {"address": client.service_client.config.target_host, "namespace": namespace}}
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class AuditSink:
+    """Stands in for LoomDB: the job workflow's audit batches, kept in memory."""
+
+    batches: list[AuditBatch] = field(default_factory=list)
+
+    @activity.defn(name="record_audit_events")
+    async def record_audit_events(self, batch: AuditBatch) -> None:
+        self.batches.append(batch)
+
+
+class ScriptedNode:
+    """A node worker whose training attempts and log reads are scripted by the test.
+
+    `behaviours[job_name]` is an async function of (request, node) run as the attempt: it
+    may heartbeat, wait for cancellation, return progress or raise.
+    """
+
+    def __init__(self, node_id: str, pool: str = "default", slots: int = 4) -> None:
+        self.info = NodeInfo(
+            node_id=node_id,
+            pool=pool,
+            task_queue=node_task_queue(node_id),
+            host="127.0.0.1",
+            accelerator="cpu",
+            gpu_type="cpu",
+            slots=slots,
+        )
+        self.behaviours: dict[str, Callable[[TrainingRequest, ScriptedNode], Any]] = {}
+        self.logs: dict[tuple[str, int], str] = {}
+        self.cancelled: list[str] = []
+
+    @activity.defn(name="run_training")
+    async def run_training(self, req: TrainingRequest) -> TrainingProgress:
+        behaviour = self.behaviours.get(req.spec.name)
+        if behaviour is None:
+            return TrainingProgress(attempt=req.attempt, node_id=self.info.node_id, step=1, total_steps=1)
+        return await behaviour(req, self)
+
+    @activity.defn(name="read_training_log")
+    async def read_training_log(self, req: LogsRequest) -> LogsResult:
+        text = self.logs.get((req.job_id, req.attempt))
+        if text is None:
+            raise ApplicationError(
+                f"no log of job {req.job_id} attempt {req.attempt} on node {req.node_id}",
+                type="LogNotFound",
+                non_retryable=True,
+            )
+        data = text.encode()
+        tail = data[-req.tail_bytes :]
+        return LogsResult(
+            job_id=req.job_id,
+            attempt=req.attempt,
+            node_id=self.info.node_id,
+            path=f"/logs/{req.job_id}/attempt-{req.attempt}-node-0.log",
+            text=tail.decode(errors="ignore"),
+            truncated=len(tail) < len(data),
+            size_bytes=len(data),
+        )
+
+
+@contextlib.asynccontextmanager
+async def control_worker(client: Client, audit: AuditSink) -> AsyncIterator[Worker]:
+    worker = Worker(
+        client,
+        task_queue=CONTROL_TASK_QUEUE,
+        workflows=[JobWorkflow, SchedulerWorkflow, FetchLogsWorkflow],
+        activities=[request_placement, audit.record_audit_events],
+    )
+    async with worker:
+        yield worker
+
+
+@contextlib.asynccontextmanager
+async def node_worker(client: Client, node: ScriptedNode) -> AsyncIterator[Worker]:
+    worker = Worker(
+        client,
+        task_queue=node.info.task_queue,
+        activities=[node.run_training, node.read_training_log],
+        # Cancellation reaches an activity with a heartbeat's answer; do not batch them for 24 s.
+        max_heartbeat_throttle_interval=timedelta(milliseconds=200),
+    )
+    async with worker:
+        await announce_node(client, node.info)
+        yield worker
+
+
+@contextlib.contextmanager
+def serve_api(settings: Settings) -> Iterator[str]:
+    """LoomCtl on a free port in a background thread (own event loop, own Temporal client)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("LoomCtl did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15, interval: float = 0.2) -> Any:
+    """Poll an async check until it returns something truthy (visibility is eventually consistent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
