@@ -35,9 +35,9 @@ from temporalio.worker import Worker
 
 from activities.training import TrainingActivities
 from api.app import create_app
-from workflows.scheduler import ReleaseRequest
 from loomos import search_attributes as sa
 from loomos.models import CheckpointRef, NodeInfo, TrainingProgress, TrainingRequest, node_task_queue
+from workflows.scheduler import ReleaseRequest
 
 pytestmark = pytest.mark.timeout(120)
 
