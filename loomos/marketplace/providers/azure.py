@@ -66,7 +66,10 @@ def collect_vm_sizes(
             continue
         caps = {c.name: c.value for c in (sku.capabilities or [])}
         restricted = {
-            loc.lower() for r in (sku.restrictions or []) if r.type == "Location" for loc in (r.values or [])
+            loc.lower()
+            for r in (sku.restrictions or [])
+            if r.type == "Location"
+            for loc in _restriction_values(r)
         }
         for loc in sku.locations or []:
             region = loc.lower()
@@ -94,6 +97,15 @@ def collect_vm_sizes(
                 continue
             out[(region, sku.name)] = size
     return out, rejected
+
+
+def _restriction_values(restriction: Any) -> list[str]:
+    # azure-mgmt-compute 34+ models are mappings, where `.values` is the dict method and the
+    # field is `values_property`; older msrest models expose the list as `.values`.
+    values = getattr(restriction, "values_property", None)
+    if values is None:
+        values = restriction.values
+    return list(values or []) if not callable(values) else []
 
 
 def parse_price_items(items: Iterable[Any]) -> tuple[dict[tuple[str, str, bool], float], list[RejectedRow]]:
