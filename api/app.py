@@ -82,11 +82,17 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     pydantic's 'Value error, ' prefix dropped and unknown fields said plainly."""
     cleaned = []
     for err in errors:
+        loc = list(err.get("loc", []))
         msg = str(err.get("msg", ""))
         if err.get("type") == "extra_forbidden":
             msg = "unknown field"
+        elif err.get("type") == "json_invalid":
+            # FastAPI puts the character offset in `loc`; say it in words instead.
+            reason = (err.get("ctx") or {}).get("error", "")
+            at = f" at character {loc[1]}" if len(loc) > 1 else ""
+            loc, msg = loc[:1], f"not valid JSON{at}: {reason}".rstrip(": ")
         msg = msg.removeprefix("Value error, ")
-        cleaned.append({"loc": list(err.get("loc", [])), "msg": msg, "type": err.get("type", "")})
+        cleaned.append({"loc": loc, "msg": msg, "type": err.get("type", "")})
     return cleaned
 
 
