@@ -88,17 +88,42 @@ class PostgresBackend:
         return {s: int(v) for s, v in cur.fetchall()}
 
     def ensure_partitions(self, cur: Any, rows: list[dict[str, Any]]) -> None:
-        months = {month_start(r["recorded_at"]) for r in rows}
-        for start in sorted(months):
-            name = partition_name(start)
-            if name in self._partitions:
+        """Fallback inside the append transaction (the clock moved into a month that
+        prepare_partitions did not create). Creating a partition locks the parent table until
+        commit, so this path is kept rare."""
+        for start in sorted({month_start(r["recorded_at"]) for r in rows}):
+            if partition_name(start) not in self._partitions:
+                self._create(cur, start)
+
+    def prepare_partitions(self, conn: Any, now: datetime) -> None:
+        """Create this month's and next month's partitions in their own short transaction, before
+        an append takes the head lock: CREATE TABLE ... PARTITION OF holds an exclusive lock on
+        the parent until commit, which would stall readers for the whole append."""
+        import psycopg
+
+        this = month_start(now)
+        for start in (this, next_month(this)):
+            if partition_name(start) in self._partitions:
                 continue
-            # The name is built from two integers, never from input.
+            try:
+                with conn.transaction():
+                    self._create(conn.cursor(), start)
+            except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                # Another process created it between our check and our CREATE.
+                self._partitions.add(partition_name(start))
+        conn.commit()
+
+    def _create(self, cur: Any, start: datetime) -> None:
+        name = partition_name(start)
+        cur.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace",
+                    [name])
+        if cur.fetchone() is None:
+            # The name and bounds are built from two integers, never from input.
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF loomdb_events "
                 f"FOR VALUES FROM ('{start.isoformat()}') TO ('{next_month(start).isoformat()}')"
             )
-            self._partitions.add(name)
+        self._partitions.add(name)
 
     def forget_partition(self, name: str) -> None:
         self._partitions.discard(name)

@@ -317,6 +317,9 @@ class EventStore:
     def _append_validated(
         self, items: list[NewEvent], versions: list[str | None], expected_version: int | None
     ) -> list[int]:
+        if self.backend.name == "postgresql":
+            with self._cursor() as (conn, _):
+                self.backend.prepare_partitions(conn, self.clock())
         with self._write() as cur:
             return self._append_locked(cur, items, versions, expected_version)
 

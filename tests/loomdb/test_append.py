@@ -1,0 +1,213 @@
+"""Appends on both backends: positions, idempotency, expected versions, schemas, immutability."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from loomos.loomdb import ConcurrencyError, InvalidEvent, LoomDBError, NewEvent, SchemaError
+
+
+def ev(stream: str = "s-1", etype: str = "custom.thing", **data) -> NewEvent:
+    return NewEvent(event_type=etype, stream_id=stream, data=data)
+
+
+def test_positions_and_stream_versions(store):
+    assert store.append(ev("a", n=1)) == 1
+    assert store.append_many([ev("b", n=2), ev("a", n=3)]) == [2, 3]
+    got = store.read(0)
+    assert [e.position for e in got] == [1, 2, 3]
+    assert [(e.stream_id, e.stream_version) for e in got] == [("a", 1), ("b", 1), ("a", 2)]
+    assert store.stream_version("a") == 2 and store.stream_version("nope") == 0
+    assert [e.data["n"] for e in store.read_stream("a")] == [1, 3]
+
+
+def test_every_field_round_trips(store):
+    e = NewEvent(
+        event_type="model.training.started", stream_id="job-42",
+        occurred_at=datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC),
+        correlation_id="corr-1", causation_id="cause-1",
+        context={"user_id": "alice", "session_id": "s", "request_id": "r", "source_ip": "10.0.0.1",
+                 "user_agent": "curl/8", "compliance_level": "SOC2_TYPE2", "cost_center": "ml-research",
+                 "project_id": "p1"},
+        security={"authentication_method": "jwt", "roles": ["admin", "ml"], "access_level": "write",
+                  "data_classification": "confidential", "geographic_restriction": "EU"},
+        tags=["healthcare", "team:vision"], priority="high", retention_days=3650,
+        data={"model_id": "m", "dataset_id": str(uuid.uuid4()),
+              "hardware_config": {"gpu_count": 8, "node_count": 2, "memory_gb": 640},
+              "flops": 3.2e18, "lr": 1e-4, "ratio": 1.0, "big": 2**60, "text": "héllo \"q\"", "none": None},
+        metadata={"k": [1, 2.5, True]},
+    )
+    pos = store.append(e)
+    got = store.get(e.event_id)
+    assert got is not None and got.position == pos
+    for field in ("event_type", "stream_id", "occurred_at", "correlation_id", "causation_id", "context",
+                  "security", "tags", "priority", "retention_days", "metadata"):
+        assert getattr(got, field) == getattr(e, field), field
+    assert got.data["hardware_config"] == e.data["hardware_config"]
+    assert got.data["text"] == e.data["text"]
+    assert got.schema_version == "1.0.0"
+    assert store.verify().ok
+
+
+def test_retried_append_returns_original_position(store):
+    e = ev(n=1)
+    first = store.append(e)
+    store.append(ev(n=2))
+    assert store.append(e) == first
+    assert store.append_many([ev(n=3), e]) == [3, first]
+    assert len(store.read(0)) == 3
+
+
+def test_duplicate_ids_inside_one_batch_are_written_once(store):
+    e = ev(n=1)
+    assert store.append_many([e, e, ev(n=2)]) == [1, 1, 2]
+    assert store.head()[0] == 2
+
+
+def test_expected_version(store):
+    assert store.append(ev("orders"), expected_version=0) == 1
+    store.append(ev("orders"), expected_version=1)
+    with pytest.raises(ConcurrencyError) as err:
+        store.append(ev("orders"), expected_version=1)
+    assert err.value.stream_id == "orders" and err.value.expected == 1 and err.value.actual == 2
+    assert "stream 'orders': expected version 1, but it is at version 2" in str(err.value)
+    with pytest.raises(ConcurrencyError, match="expected version 0"):
+        store.append(ev("orders"), expected_version=0)
+    assert store.stream_version("orders") == 2  # nothing written by the refused appends
+
+
+def test_retry_of_a_versioned_append_is_idempotent(store):
+    e = ev("acct")
+    assert store.append(e, expected_version=0) == 1
+    # The first call succeeded but its answer was lost; the retry must not conflict.
+    assert store.append(e, expected_version=0) == 1
+
+
+def test_expected_version_bad_input(store):
+    with pytest.raises(LoomDBError, match="one stream"):
+        store.append_many([ev("a"), ev("b")], expected_version=0)
+    with pytest.raises(LoomDBError, match="expected_version"):
+        store.append(ev("a"), expected_version=-1)
+    assert store.head()[0] == 0
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"event_type": "Not A Type", "stream_id": "s"}, "event_type"),
+        ({"event_type": "x.y", "stream_id": "bad stream id!"}, "stream_id"),
+        ({"event_type": "x.y", "stream_id": "s", "occurred_at": "2026-01-01T00:00:00"}, "timezone"),
+        ({"event_type": "x.y", "stream_id": "s", "data": {"v": float("nan")}}, "NaN"),
+        ({"event_type": "x.y", "stream_id": "s", "data": {"v": "a\x00b"}}, "NUL"),
+        ({"event_type": "x.y", "stream_id": "s", "tags": ["has space"]}, "tag"),
+        ({"event_type": "x.y", "stream_id": "s", "unknown": 1}, "unknown"),
+        ({"event_type": "x.y", "stream_id": "s", "retention_days": 0}, "retention_days"),
+    ],
+)
+def test_malformed_events_are_refused(store, bad, needle):
+    with pytest.raises(InvalidEvent) as err:
+        store.append(bad)
+    assert needle.lower() in str(err.value).lower()
+    assert store.head()[0] == 0
+
+
+def test_schema_violations_are_all_listed(store):
+    with pytest.raises(InvalidEvent) as err:
+        store.append(ev(etype="model.training.started", dataset_id="not-a-uuid",
+                        hardware_config={"gpu_count": 4}))
+    v = err.value.violations
+    assert any("data.dataset_id" in x for x in v)
+    assert any("model_id" in x and "required" in x for x in v)
+    assert any("node_count" in x for x in v) and any("memory_gb" in x for x in v)
+    assert err.value.schema_version == "1.0.0"
+    assert store.head()[0] == 0
+
+
+def test_one_invalid_event_refuses_the_whole_batch(store):
+    with pytest.raises(InvalidEvent, match=r"events\[1\]"):
+        store.append_many([ev(n=1), ev(etype="job.queued", attempt=0), ev(n=3)])
+    assert store.head()[0] == 0
+
+
+def test_register_schema_in_field_list_form(store):
+    store.register_schema(
+        "data.labelled", "1.0.0", required_fields=["dataset_id", "labels"], optional_fields=["quality"],
+        validation_rules={"dataset_id": "uuid", "labels": "positive_integer", "quality": {"min": 0, "max": 1}},
+    )
+    ok = ev(etype="data.labelled", dataset_id=str(uuid.uuid4()), labels=3, quality=0.9)
+    store.append(ok)
+    assert store.get(ok.event_id).schema_version == "1.0.0"
+    with pytest.raises(InvalidEvent) as err:
+        store.append(ev(etype="data.labelled", dataset_id="x", labels=0, quality=2))
+    assert len(err.value.violations) == 3
+    # A new version applies from now on and is recorded on the event.
+    store.register_schema("data.labelled", "1.1.0", {"type": "object", "required": ["labels"]})
+    newer = ev(etype="data.labelled", labels=1)
+    store.append(newer)
+    assert store.get(newer.event_id).schema_version == "1.1.0"
+
+
+def test_registered_schemas_survive_reopening(store_url, store):
+    store.register_schema("custom.audit", "2.0.0", {"type": "object", "required": ["who"]})
+    from loomos.loomdb import open_event_store
+
+    again = open_event_store(store_url)
+    try:
+        with pytest.raises(InvalidEvent, match="who"):
+            again.append(ev(etype="custom.audit"))
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, needle",
+    [
+        (("Bad Type", "1.0.0", {"type": "object"}), {}, "dotted"),
+        (("custom.x", "1.0", {"type": "object"}), {}, "semantic version"),
+        (("custom.x", "1.0.0", {"type": "nonsense"}), {}, "not a valid JSON Schema"),
+        (("custom.x", "1.0.0"), {"required_fields": ["a"], "validation_rules": {"b": "uuid"}}, "neither"),
+        (("custom.x", "1.0.0"), {"required_fields": ["a"], "validation_rules": {"a": "colour"}}, "unknown"),
+        (("custom.x", "1.0.0"), {}, "required_fields"),
+    ],
+)
+def test_bad_schemas_are_refused(store, args, kwargs, needle):
+    with pytest.raises(SchemaError, match=needle):
+        store.register_schema(*args, **kwargs)
+
+
+def test_schema_versions_are_immutable(store):
+    store.register_schema("custom.x", "1.0.0", {"type": "object"})
+    store.register_schema("custom.x", "1.0.0", {"type": "object"})  # same: a no-op
+    with pytest.raises(SchemaError, match="different schema"):
+        store.register_schema("custom.x", "1.0.0", {"type": "object", "required": ["a"]})
+    store.register_schema("custom.x", "1.2.0", {"type": "object"})
+    with pytest.raises(SchemaError, match="older"):
+        store.register_schema("custom.x", "1.1.0", {"type": "object"})
+
+
+def test_database_refuses_update_and_delete(store, backend):
+    store.append(ev(n=1))
+    with store._cursor() as (conn, cur):
+        for sql in ("UPDATE loomdb_events SET event_type = 'x.y'", "DELETE FROM loomdb_events"):
+            with pytest.raises(Exception, match="immutable"):
+                cur.execute(sql)
+            if backend == "postgres":
+                conn.rollback()
+        if backend == "postgres":
+            with pytest.raises(Exception, match="immutable"):
+                cur.execute("TRUNCATE loomdb_events")
+            conn.rollback()
+    assert [e.data for e in store.read(0)] == [{"n": 1}]
+    assert not hasattr(store, "update") and not hasattr(store, "delete")
+
+
+def test_bad_urls(tmp_path):
+    from loomos.loomdb import open_event_store
+
+    with pytest.raises(LoomDBError, match="unsupported"):
+        open_event_store("mysql://x/y")
+    with pytest.raises(LoomDBError, match=":memory:"):
+        open_event_store("sqlite:///:memory:")

@@ -1,0 +1,185 @@
+"""Gap safety under concurrent writers, and exactly-once resumption of named consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import psycopg
+import pytest
+
+from loomos.loomdb import EventQuery, NewEvent
+
+
+def ev(i: int, stream: str = "s") -> NewEvent:
+    return NewEvent(event_type="custom.tick", stream_id=stream, data={"i": i})
+
+
+@pytest.mark.postgres
+def test_naive_bigserial_reader_skips_a_late_commit(pg_schema_url):
+    """The failure mode LoomDB must avoid, shown on a plain bigserial table: a reader following
+    `id > last` misses a row whose transaction got its id first but committed last."""
+    url = pg_schema_url.replace("+psycopg", "")
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("CREATE TABLE naive_events (id bigserial PRIMARY KEY, body text)")
+    a, b, reader = (psycopg.connect(url) for _ in range(3))
+    try:
+        a.execute("INSERT INTO naive_events (body) VALUES ('first')")  # takes id 1, stays open
+        b.execute("INSERT INTO naive_events (body) VALUES ('second')")  # takes id 2
+        b.commit()
+        seen = [r[0] for r in reader.execute("SELECT id FROM naive_events WHERE id > 0 ORDER BY id")]
+        reader.commit()
+        a.commit()
+        seen += [r[0] for r in reader.execute("SELECT id FROM naive_events WHERE id > %s ORDER BY id", [seen[-1]])]
+        assert seen == [2]  # id 1 was skipped for good
+    finally:
+        for c in (a, b, reader):
+            c.close()
+
+
+def test_a_writer_cannot_overtake_an_uncommitted_append(store):
+    """The same interleaving against LoomDB: while one append is in flight (positions assigned,
+    rows written, not committed), a second append waits, so no reader can see position 2
+    before position 1."""
+    inside = threading.Event()
+    release = threading.Event()
+    original = store.backend.insert_events
+    calls = []
+
+    def slow_insert(cur, rows):
+        calls.append(rows[0]["position"])
+        if len(calls) == 1:
+            inside.set()
+            release.wait(10)
+        return original(cur, rows)
+
+    store.backend.insert_events = slow_insert
+    first = threading.Thread(target=store.append, args=(ev(1, "a"),))
+    first.start()
+    assert inside.wait(10)
+    result: list[int] = []
+    second = threading.Thread(target=lambda: result.append(store.append(ev(2, "b"))))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive(), "the second writer must wait for the first one's commit"
+    assert store.read(0) == []
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert [e.position for e in store.read(0)] == [1, 2] and result == [2]
+    assert calls == [1, 2]
+
+
+def test_many_concurrent_writers_and_a_naive_tailing_reader(store):
+    writers, per_writer = 6, 40
+    done = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def write(w: int) -> None:
+        try:
+            for k in range(per_writer):
+                if k % 4 == 0:
+                    store.append_many([ev(k, f"w{w}"), ev(k, f"w{w}"), ev(k, f"w{w}x")])
+                else:
+                    store.append(ev(k, f"w{w}"))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def read() -> None:
+        last = 0
+        while True:
+            finished = done.is_set()
+            batch = store.read(last, limit=50)
+            seen.extend(e.position for e in batch)
+            if batch:
+                last = batch[-1].position
+            elif finished:
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join(60)
+    assert not errors
+    total = store.head()[0]
+    assert total == writers * (per_writer + 2 * (per_writer // 4))
+    assert seen == list(range(1, total + 1)), "the reader skipped or repeated a position"
+    assert store.verify().ok
+
+
+async def test_restarted_consumer_resumes_exactly_after_its_ack(store):
+    total = 150
+    writer_done = threading.Event()
+
+    def write() -> None:
+        for i in range(0, total, 3):
+            store.append_many([ev(i), ev(i + 1), ev(i + 2)])
+        writer_done.set()
+
+    threading.Thread(target=write).start()
+    delivered: list[int] = []
+
+    async def consume(stop_after: int | None) -> None:
+        sub = store.subscribe(consumer="billing", batch_size=7, poll_interval=0.05)
+        try:
+            async for batch in sub:
+                for e in batch.events:
+                    delivered.append(e.data["i"])
+                    if stop_after is not None and len(delivered) >= stop_after:
+                        # Crash right after acknowledging this event, mid-batch.
+                        await asyncio.to_thread(store.ack, "billing", e.position)
+                        return
+                await asyncio.to_thread(store.ack, "billing", batch.position)
+                if len(delivered) >= total:
+                    return
+        finally:
+            await sub.aclose()
+
+    await asyncio.wait_for(consume(stop_after=40), 30)
+    assert store.consumer_position("billing") == 40
+    await asyncio.wait_for(consume(stop_after=None), 30)
+    assert writer_done.wait(10)
+    assert delivered == list(range(total))
+
+
+async def test_filtered_subscription_acknowledges_past_skipped_events(store):
+    store.append_many([NewEvent(event_type="custom.a" if i % 2 else "custom.b", stream_id="s", data={"i": i})
+                       for i in range(10)])
+    sub = store.subscribe(EventQuery(event_types=["custom.a"]), consumer="only-a", poll_interval=0.05)
+    batch = await asyncio.wait_for(anext(sub), 10)
+    await sub.aclose()
+    assert [e.data["i"] for e in batch.events] == [1, 3, 5, 7, 9]
+    assert batch.position == 10
+    store.ack("only-a", batch.position)
+    store.ack("only-a", 3)  # a late ack of an older batch never moves it back
+    assert store.consumer_position("only-a") == 10
+
+
+async def test_live_subscriber_gets_events_appended_after_it_started(store):
+    store.append(ev(0))
+    # On Postgres a 5 s poll interval shows the NOTIFY wake-up at work; SQLite polls.
+    poll = 5 if store.dialect == "postgresql" else 0.05
+    sub = store.subscribe(from_position=store.head()[0], poll_interval=poll)
+    pending = asyncio.ensure_future(anext(sub))
+    await asyncio.sleep(0.3)
+    assert not pending.done()
+    await asyncio.to_thread(store.append, ev(1))
+    batch = await asyncio.wait_for(pending, 4)
+    await sub.aclose()
+    assert [e.data["i"] for e in batch.events] == [1]
+
+
+def test_consumer_bad_input(store):
+    from loomos.loomdb import QueryError
+
+    for name in ("", "has space", "x" * 200, "semi;colon"):
+        with pytest.raises(QueryError, match="consumer name"):
+            store.ack(name, 1)
+    with pytest.raises(QueryError, match=">= 0"):
+        store.ack("ok", -1)
