@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import shutil
@@ -330,8 +331,10 @@ def classify_failure(
         return FailureKind.INVALID_ARGUMENTS, reason + " (exit code 2: the script rejected its arguments)"
     if any(marker in log_tail for marker in OOM_MARKERS):
         return FailureKind.RESOURCE_EXHAUSTED, reason + " (out of memory)"
-    sigkilled = any(c in (-signal.SIGKILL, 128 + signal.SIGKILL) for c in codes)
-    if sigkilled and oom_killed is not False:
+    # Only the first failure counts here: ranks torchrun SIGKILLs after its shutdown timeout
+    # (a peer stuck in an NCCL collective) are a consequence, not an OOM kill.
+    first_code = root.exitcode if root is not None else launcher_code
+    if first_code in (-signal.SIGKILL, 128 + signal.SIGKILL) and oom_killed is not False:
         return FailureKind.RESOURCE_EXHAUSTED, reason + " (SIGKILL: out of memory)"
     return FailureKind.TRAINING_CRASHED, reason
 
@@ -500,7 +503,7 @@ class TrainingActivities:
         kind, reason = classify_failure(failures, proc.returncode, text[-32 * 1024 :], oom_killed)
         root = next((f.rank for f in failures if f.root_cause), None)
         excerpt = log_excerpt(text, proc.pid, root)
-        message = f"{kind.value}: {reason}\n--- last lines of {log_path} ---\n{excerpt}"
+        message = f"{reason}\n--- last lines of {log_path} ---\n{excerpt}"
         log.warning("training failed", failure_kind=kind.value, reason=reason, exit_code=proc.returncode)
         raise ApplicationError(
             message, progress, type=kind.value, non_retryable=not kind.retryable_by_default
@@ -541,6 +544,9 @@ class TrainingActivities:
             "--node-rank", str(req.node_rank),
             "--nproc-per-node", str(req.nproc_per_node),
             "--max-restarts", "0",
+            # torchrun's own wait between forwarding SIGTERM and SIGKILL (30 s by default) is
+            # the node's grace period, so a slow final checkpoint is not cut short at 30 s.
+            "--shutdown-timeout", str(max(1, math.ceil(self.settings.node.cancel_grace_s))),
         ]
         if req.nnodes == 1:
             # A free port of its own, so jobs sharing a node never collide on 29500.

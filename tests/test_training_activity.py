@@ -271,7 +271,8 @@ async def test_environment_of_the_ranks(tmp_path: Path, monkeypatch: pytest.Monk
         import json, os
         keys = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "MY_SETTING"]
         keys += sorted(k for k in os.environ if k.startswith("LOOMOS_"))
-        print("ENV " + json.dumps({k: os.environ.get(k) for k in keys}), flush=True)
+        # One write per line: the two ranks share the log file and print() may take two writes.
+        os.write(1, ("ENV " + json.dumps({k: os.environ.get(k) for k in keys}) + "\\n").encode())
     """, environment_variables={"MY_SETTING": "on"})
     spec.checkpoint_config.interval_steps = 7
     spec.checkpoint_config.max_checkpoints = 4
@@ -483,6 +484,7 @@ def test_parse_torchrun_failures() -> None:
         ([-9, -15], "", True, FailureKind.RESOURCE_EXHAUSTED),
         ([137], "", None, FailureKind.RESOURCE_EXHAUSTED),
         ([-9], "", False, FailureKind.TRAINING_CRASHED),
+        ([1, -9], "", None, FailureKind.TRAINING_CRASHED),  # rank 1 SIGKILLed by torchrun's clean-up
         ([-11], "", None, FailureKind.TRAINING_CRASHED),
     ],
 )
