@@ -192,3 +192,78 @@ async def eventually(check: Callable[[], Any], timeout: float = 15, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+class LoomOSInThread:
+    """Dev server, control worker, a scripted node and LoomCtl on uvicorn, all on one event loop
+    in a background thread, for synchronous callers (the SDK's LoomOSClient, the CLI) that
+    would otherwise block the loop the workers need.
+
+        with LoomOSInThread() as loomos:
+            LoomOSClient(loomos.endpoint).submit(...)
+            loomos.call(loomos.client.get_workflow_handle(...).terminate())
+    """
+
+    def __init__(self, node_id: str = "sync-node-1") -> None:
+        self.node = ScriptedNode(node_id)
+        self.endpoint = ""
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.env: WorkflowEnvironment | None = None
+
+    @property
+    def client(self) -> Client:
+        assert self.env is not None
+        return self.env.client
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the stack's loop (Temporal clients belong to the loop they use)."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            self.env = await start_dev_server()
+        except BaseException as err:
+            self._failure = err
+            self._ready.set()
+            return
+        try:
+            async with control_worker(self.env.client, AuditSink()), node_worker(self.env.client, self.node):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 0))
+                self.endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+                server = uvicorn.Server(
+                    uvicorn.Config(create_app(settings_for(self.env.client)), log_level="warning")
+                )
+                serving = asyncio.create_task(server.serve(sockets=[sock]))
+                while not server.started and not serving.done():
+                    await asyncio.sleep(0.02)
+                self._ready.set()
+                await self._stop.wait()
+                server.should_exit = True
+                await serving
+                sock.close()
+        except BaseException as err:
+            self._failure = err
+            self._ready.set()
+        finally:
+            await self.env.shutdown()
+
+    def __enter__(self) -> LoomOSInThread:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise RuntimeError("LoomOS stack did not start within 60 s")
+        if self._failure is not None:
+            raise RuntimeError(f"LoomOS stack failed to start: {self._failure!r}") from self._failure
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
