@@ -157,7 +157,8 @@ def parse_catalog(data: Any, origin: str, now: datetime | None = None) -> Catalo
         raise CatalogError(f"{origin}: not a catalog (expected a mapping with an 'offers' list)")
     if data.get("format") != CATALOG_FORMAT:
         raise CatalogError(f"{origin}: catalog format {data.get('format')!r} is not {CATALOG_FORMAT}")
-    providers_raw = data.get("providers") or {}
+    providers_raw = data.get("providers", {})
+    providers_raw = {} if providers_raw is None else providers_raw
     if not isinstance(providers_raw, dict):
         raise CatalogError(f"{origin}: 'providers' must be a mapping")
     providers = {name: ProviderMeta.from_dict(name, meta) for name, meta in providers_raw.items()}
