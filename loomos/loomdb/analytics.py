@@ -155,6 +155,13 @@ CSV_COLUMNS = ("section", "user_id", "event_type", "data_classification", "count
                "position", "occurred_at", "stream_id", "source_ip", "reason")
 
 
+def _cell(v: Any) -> Any:
+    # Values come from event data; one starting like a formula would run in a spreadsheet.
+    if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + v
+    return "" if v is None else v
+
+
 def report_csv(report: dict[str, Any]) -> str:
     """One CSV with a `section` column: access_audit, denials, data_access_by_classification."""
     buf = io.StringIO()
@@ -162,5 +169,5 @@ def report_csv(report: dict[str, Any]) -> str:
     w.writeheader()
     for section in ("access_audit", "denials", "data_access_by_classification"):
         for row in report[section]:
-            w.writerow({"section": section, **{k: ("" if v is None else v) for k, v in row.items()}})
+            w.writerow({"section": section, **{k: _cell(v) for k, v in row.items()}})
     return buf.getvalue()
