@@ -46,8 +46,14 @@ EndpointOption = Annotated[
 JobIdArgument = Annotated[str, typer.Argument(help="Job id, as printed by `loomos submit`.")]
 
 
+def one_line(message: str) -> str:
+    """Multi-line messages (YAML parser errors with a caret, log excerpts) as one line."""
+    parts = [line.strip() for line in message.splitlines()]
+    return " ".join(p for p in parts if p and set(p) != {"^"})
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -74,8 +80,11 @@ def _client(endpoint: str | None) -> LoomOSClient:
     return LoomOSClient(endpoint)
 
 
-def _when(value: datetime | None) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+def _when(value: datetime | None, short: bool = False) -> str:
+    """Local time; tables use the short form so they fit 80 columns."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S %Z")
 
 
 # --- submit ----------------------------------------------------------------------------------
@@ -121,7 +130,13 @@ def _finish_line(final: JobDetail) -> None:
             highlight=False,
         )
         return
-    fail(f"job {final.job_id} {final.state.value}: {final.error or 'no error recorded'}")
+    # The error may carry the log's last lines; the first line says what happened, the rest is
+    # one command away.
+    reason = (final.error or "no error recorded").strip().splitlines()[0]
+    hint = f" (details: loomos jobs status {final.job_id}; loomos jobs logs {final.job_id})"
+    fail(
+        f"job {final.job_id} {final.state.value}: {reason}" + (hint if final.state == JobState.FAILED else "")
+    )
 
 
 # --- jobs ------------------------------------------------------------------------------------
@@ -146,10 +161,15 @@ def list_jobs(
         console.print("no jobs match", style="dim")
         return
     table = Table(show_edge=False, header_style="bold")
-    for column in ("JOB ID", "STATE", "USER", "TEAM", "POOL", "GPUS", "SUBMITTED", "FINISHED"):
-        table.add_column(column, no_wrap=column in ("JOB ID", "STATE"))
+    # Ids and states are never cut (people copy them); on a narrow terminal the rest gives way.
+    table.add_column("JOB ID", no_wrap=True, min_width=max(len(j.job_id) for j in jobs))
+    table.add_column("STATE", no_wrap=True, min_width=max(len(j.state.value) for j in jobs))
+    for column in ("USER", "TEAM", "POOL", "GPUS", "SUBMITTED", "FINISHED"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
     for job in jobs:
-        gpus = f"{job.gpu_count or 0} x {job.gpu_type}" if job.gpu_type else str(job.gpu_count or "-")
+        gpus = str(job.gpu_count if job.gpu_count is not None else "-")
+        if job.gpu_type and job.gpu_type != "any":
+            gpus += f" {job.gpu_type}"
         table.add_row(
             escape(job.job_id),
             styled_state(job.state),
@@ -157,8 +177,8 @@ def list_jobs(
             escape(job.team or "-"),
             escape(job.pool or "-"),
             gpus,
-            _when(job.started_at),
-            _when(job.closed_at),
+            _when(job.started_at, short=True),
+            _when(job.closed_at, short=True),
         )
     console.print(table)
 
@@ -166,8 +186,8 @@ def list_jobs(
 def status_panel(status: JobDetail) -> Panel:
     """The `loomos jobs status` view of one job."""
     grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")  # ids, URIs and links are read whole or not at all
 
     def row(label: str, value: str | None) -> None:
         if value:
@@ -284,7 +304,7 @@ def cluster_status(
             str(max(info.slots - usage.used_slots, 0)),
             "[green]available[/]" if usage.available else "[red]unavailable[/]",
             escape(", ".join(usage.jobs)) or "-",
-            _when(usage.last_seen),
+            _when(usage.last_seen, short=True),
         )
     console.print(nodes)
     console.print(f"slots: {snap.total_slots} total, {snap.free_slots} free", highlight=False)

@@ -49,11 +49,11 @@ def loss_of(metrics: dict[str, float]) -> float | None:
     return metrics[name] if name is not None else None
 
 
-def _change_line(change: StateChange, status: JobDetail) -> str:
+def _change_line(change: StateChange, attempt: int, max_attempts: int) -> str:
     at = change.at.astimezone().strftime("%H:%M:%S") if isinstance(change.at, datetime) else ""
     line = f"[dim]{at}[/] {styled_state(change.state)}"
-    if change.state in (JobState.QUEUED, JobState.RUNNING) and status.attempt:
-        line += f" [dim](attempt {status.attempt}/{status.max_attempts})[/]"
+    if change.state in (JobState.QUEUED, JobState.RUNNING) and attempt:
+        line += f" [dim](attempt {attempt}/{max_attempts})[/]"
     if change.reason:
         line += f"  {escape(change.reason)}"
     return line
@@ -104,8 +104,12 @@ def follow_job(
                 time.sleep(poll_interval)
                 continue
 
-            for change in status.history[printed:]:
-                progress.console.print(_change_line(change, status), soft_wrap=True)
+            for index in range(printed, len(status.history)):
+                # Every attempt starts by queueing, so the attempt a change belongs to is the
+                # number of QUEUED changes so far (status.attempt is only the current one).
+                attempt = sum(1 for c in status.history[: index + 1] if c.state == JobState.QUEUED)
+                line = _change_line(status.history[index], attempt, status.max_attempts)
+                progress.console.print(line, soft_wrap=True)
             printed = len(status.history)
             if status.resumed_from_step is not None and status.attempt not in resumed_reported:
                 resumed_reported.add(status.attempt)
