@@ -193,7 +193,7 @@ def estimate_cmd(
         if request.providers is not None and not only <= request.providers:
             _fail(f"the spec allows providers {sorted(request.providers)}, not {provider}")
         request = replace(request, providers=only)
-    ranking = _guard(lambda: rank_offers(cat.offers, request, w, limit=top, pricing_models=models))
+    ranking = _guard(lambda: rank_offers(cat.index(), request, w, limit=top, pricing_models=models))
     best = ranking.options[0] if ranking.options else None
     estimate = _guard(lambda: estimate_option(best, spec, cat)) if best is not None else None
     if as_json:

@@ -82,7 +82,7 @@ def estimate(
         weights = Weights(cost_weight, performance_weight, availability_weight)
         request = Request.from_spec(spec)
         models = ("on_demand", "spot") if pricing == "auto" else (pricing,)
-        ranking = rank_offers(catalog.offers, request, weights, limit=top, pricing_models=models)
+        ranking = rank_offers(catalog.index(), request, weights, limit=top, pricing_models=models)
         est = estimate_option(ranking.options[0], spec, catalog) if ranking.options else None
     except MarketInputError as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None

@@ -14,10 +14,13 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loomos.marketplace.integrity import apply_rules
 from loomos.marketplace.offers import Offer, RejectedRow, parse_time
+
+if TYPE_CHECKING:
+    from loomos.marketplace.optimizer import OfferIndex
 
 CATALOG_FORMAT = 1
 SHIPPED_CATALOG = Path(__file__).parent / "data" / "catalog.json"
@@ -83,6 +86,16 @@ class Catalog:
     # Rows dropped while loading (malformed or breaking a rule), in addition to those the
     # refresh that wrote the file already dropped (kept in ProviderMeta.rejected).
     load_rejected: list[RejectedRow] = field(default_factory=list)
+    _index: Any = field(default=None, repr=False, compare=False)
+
+    def index(self) -> OfferIndex:
+        """The columnar view the optimizer ranks over; rebuilt if `offers` was replaced."""
+        cached = self._index
+        if cached is None or cached[0] is not self.offers or len(cached[1]) != len(self.offers):
+            from loomos.marketplace.optimizer import OfferIndex
+
+            self._index = (self.offers, OfferIndex(self.offers))
+        return self._index[1]
 
     def rejected(self) -> list[RejectedRow]:
         out = [r for meta in self.providers.values() for r in meta.rejected]

@@ -188,7 +188,7 @@ def estimate_job_cost(
             raise InfeasibleError([f"the spec allows providers {sorted(request.providers)}, not {provider}"])
         request = _with_providers(request, frozenset({provider}))
     ranking = rank_offers(
-        catalog.offers, request, Weights(1, 0, 0), risk, limit=1, pricing_models=(pricing_model,)
+        catalog.index(), request, Weights(1, 0, 0), risk, limit=1, pricing_models=(pricing_model,)
     )
     if not ranking.options:
         raise InfeasibleError(ranking.reasons)

@@ -7,6 +7,7 @@ scans tens of thousands of them per request; validation happens once, in `integr
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +89,12 @@ def nominal_gpu_memory(gpu_type: str, reported_gb: float | None) -> float | None
 def parse_time(value: str | datetime) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return _parse_iso(value)
+
+
+@lru_cache(maxsize=4096)
+def _parse_iso(value: str) -> datetime:
+    # Rows of one refresh share their fetched_at: caching makes loading large catalogs cheaper.
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 

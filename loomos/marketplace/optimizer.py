@@ -11,8 +11,9 @@ preemption, priced with its interruption risk:
 where the work lost is on average half a checkpoint interval (half the run without
 checkpoints). Options are ranked by a weighted score of cost, performance and availability,
 each scaled to [0, 1] against the best candidate; ties go to the cheaper, then the key.
-The scan is a single pass over plain tuples so a request over 10,000+ offers stays in
-milliseconds (SkyPilot's optimizer was reported at seconds per launch).
+Ranking runs on a columnar numpy view of the catalog (`OfferIndex`, built once per catalog),
+so a request over 10,000+ offers stays in milliseconds (SkyPilot's optimizer was reported at
+seconds per launch).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from loomos.marketplace.offers import GPU_SPECS, PROVIDERS, Offer, normalise_gpu_name
 from loomos.marketplace.performance import gpu_performance
@@ -225,8 +228,55 @@ class Ranking:
         return bool(self.options)
 
 
+class OfferIndex:
+    """Columnar view of a catalog's offers (numpy arrays), built once per catalog, so ranking
+    a request is a handful of vectorised passes instead of a Python loop per offer."""
+
+    def __init__(self, offers: Iterable[Offer]) -> None:
+        self.offers: list[Offer] = list(offers)
+        offers_ = self.offers
+        n = len(offers_)
+        self.provider_code = {p: i for i, p in enumerate(sorted({o.provider for o in offers_}))}
+        self.region_code = {r: i for i, r in enumerate(sorted({o.region for o in offers_}))}
+        self.gpu_code = {g: i for i, g in enumerate(sorted({o.gpu_type for o in offers_}))}
+        self.provider = np.fromiter((self.provider_code[o.provider] for o in offers_), np.int32, n)
+        self.region = np.fromiter((self.region_code[o.region] for o in offers_), np.int32, n)
+        self.gpu = np.fromiter((self.gpu_code[o.gpu_type] for o in offers_), np.int32, n)
+        self.gpu_count = np.fromiter((o.gpu_count for o in offers_), np.int64, n)
+        self.gpu_memory = np.fromiter((o.gpu_memory_gb for o in offers_), np.float64, n)
+        self.vcpus = np.fromiter((o.vcpus for o in offers_), np.float64, n)
+        self.memory = np.fromiter((o.memory_gb for o in offers_), np.float64, n)
+        self.capacity = np.fromiter(
+            (np.inf if o.capacity_nodes is None else o.capacity_nodes for o in offers_), np.float64, n
+        )
+        self.on_demand = np.fromiter((o.price_on_demand for o in offers_), np.float64, n)
+        self.spot = np.fromiter(
+            (np.nan if o.price_spot is None else o.price_spot for o in offers_), np.float64, n
+        )
+        # Ties are broken by offer key; its sort position stands in for the string.
+        key_order = sorted(range(n), key=lambda i: offers_[i].key)
+        self.key_rank = np.empty(n, np.int64)
+        self.key_rank[key_order] = np.arange(n)
+        # An instance type priced per zone (AWS spot rows) has one on-demand price per region:
+        # only the first such row yields an on-demand option.
+        seen: set[tuple[str, str, str]] = set()
+        first = np.zeros(n, bool)
+        for i, o in enumerate(offers_):
+            k = (o.provider, o.region, o.instance_type)
+            if k not in seen:
+                seen.add(k)
+                first[i] = True
+        self.on_demand_row = first
+
+    def __len__(self) -> int:
+        return len(self.offers)
+
+    def codes(self, table: dict[str, int], names: Iterable[str]) -> np.ndarray:
+        return np.array([table[n] for n in names if n in table], np.int32)
+
+
 def rank_offers(
-    offers: Iterable[Offer],
+    offers: OfferIndex | Iterable[Offer],
     request: Request,
     weights: Weights | None = None,
     risk: SpotRisk | None = None,
@@ -234,7 +284,8 @@ def rank_offers(
     pricing_models: Iterable[str] = PRICING_MODELS,
     performance_overrides: Mapping[str, float] | None = None,
 ) -> Ranking:
-    """Feasible options for `request`, best first, at most `limit` (None: all)."""
+    """Feasible options for `request`, best first, at most `limit` (None: all). Pass an
+    `OfferIndex` (e.g. `Catalog.index()`) when ranking many requests over one catalog."""
     weights = weights or Weights()
     risk = risk or SpotRisk()
     models = tuple(pricing_models)
@@ -250,6 +301,7 @@ def rank_offers(
                 "runs on a pool's CPU workers, not on marketplace offers"
             ],
         )
+    ix = offers if isinstance(offers, OfferIndex) else OfferIndex(offers)
     want_on_demand = "on_demand" in models
     want_spot = "spot" in models and request.allow_spot
     T = request.runtime_hours
@@ -257,154 +309,136 @@ def rank_offers(
     lost_hours = request.checkpoint_hours / 2 if request.checkpoint_hours is not None else T / 2
     overhead = lost_hours + risk.restart_hours
 
-    # Stage counters tell an infeasible request which constraint emptied the list.
-    n_provider = n_region = n_type = n_count = n_mem = n_host = n_capacity = 0
-    max_count_seen = 0
-    types_seen: set[str] = set()
-    perf_cache: dict[tuple[str, int], float] = {}
-    seen_on_demand: set[tuple[str, str, str]] = set()
-    # (expected_cost, availability, performance, key, model, offer, price, hours, interruptions)
-    cands: list[tuple[float, float, float, str, str, Offer, float, float, float]] = []
-    over_budget_min: float | None = None
-    providers, regions, gpu_types = request.providers, request.regions, request.gpu_types
-    gpu_count, gpu_mem, max_price = request.gpu_count, request.gpu_memory_gb, request.max_price_per_hour
-    for o in offers:
-        if providers is not None and o.provider not in providers:
-            continue
-        n_provider += 1
-        if regions is not None and o.region not in regions:
-            continue
-        n_region += 1
-        types_seen.add(o.gpu_type)
-        if gpu_types is not None and o.gpu_type not in gpu_types:
-            continue
-        n_type += 1
-        if o.gpu_count > max_count_seen:
-            max_count_seen = o.gpu_count
-        if o.gpu_count < gpu_count:
-            continue
-        n_count += 1
-        if gpu_mem is not None and o.gpu_memory_gb < gpu_mem:
-            continue
-        n_mem += 1
-        if o.vcpus < request.vcpus or o.memory_gb < request.memory_gb:
-            continue
-        n_host += 1
-        if o.capacity_nodes is not None and o.capacity_nodes < nodes:
-            continue
-        n_capacity += 1
-        pkey = (o.gpu_type, gpu_count)
-        perf = perf_cache.get(pkey)
-        if perf is None:
-            perf = perf_cache[pkey] = gpu_performance(o.gpu_type, performance_overrides) * gpu_count * nodes
-        if want_on_demand:
-            dkey = (o.provider, o.region, o.instance_type)
-            if dkey not in seen_on_demand:
-                seen_on_demand.add(dkey)
-                hourly = o.price_on_demand * nodes
-                if max_price is not None and hourly > max_price:
-                    if over_budget_min is None or hourly < over_budget_min:
-                        over_budget_min = hourly
-                else:
-                    cands.append((hourly * T, 1.0, perf, o.key, "on_demand", o, o.price_on_demand, T, 0.0))
-        if want_spot and o.price_spot is not None:
-            hourly = o.price_spot * nodes
-            if max_price is not None and hourly > max_price:
-                if over_budget_min is None or hourly < over_budget_min:
-                    over_budget_min = hourly
-                continue
-            interruptions = risk.rate(o.provider) * nodes * T
-            hours = T + interruptions * overhead
-            cands.append(
-                (
-                    hourly * hours,
-                    1.0 / (1.0 + interruptions),
-                    perf,
-                    o.key,
-                    "spot",
-                    o,
-                    o.price_spot,
-                    hours,
-                    interruptions,
-                )
-            )
+    # Constraints are applied one after another; the count left after each tells an
+    # infeasible request which one emptied the list.
+    mask = np.ones(len(ix), bool)
+    counts: dict[str, int] = {}
+    if request.providers is not None:
+        mask &= np.isin(ix.provider, ix.codes(ix.provider_code, request.providers))
+    counts["provider"] = int(np.count_nonzero(mask))
+    if request.regions is not None:
+        mask &= np.isin(ix.region, ix.codes(ix.region_code, request.regions))
+    counts["region"] = int(np.count_nonzero(mask))
+    located = mask.copy()
+    if request.gpu_types is not None:
+        mask &= np.isin(ix.gpu, ix.codes(ix.gpu_code, request.gpu_types))
+    counts["type"] = int(np.count_nonzero(mask))
+    typed = mask.copy()
+    mask &= ix.gpu_count >= request.gpu_count
+    counts["count"] = int(np.count_nonzero(mask))
+    if request.gpu_memory_gb is not None:
+        mask &= ix.gpu_memory >= request.gpu_memory_gb
+    counts["memory"] = int(np.count_nonzero(mask))
+    mask &= (ix.vcpus >= request.vcpus) & (ix.memory >= request.memory_gb)
+    counts["host"] = int(np.count_nonzero(mask))
+    mask &= ix.capacity >= nodes
+    counts["capacity"] = int(np.count_nonzero(mask))
 
-    reasons: list[str] = []
-    if not cands:
-        reasons.append(
-            _why_empty(
-                request,
-                locals_=dict(
-                    n_provider=n_provider,
-                    n_region=n_region,
-                    n_type=n_type,
-                    n_count=n_count,
-                    n_mem=n_mem,
-                    n_host=n_host,
-                    n_capacity=n_capacity,
-                    max_count_seen=max_count_seen,
-                    types_seen=types_seen,
-                    over_budget_min=over_budget_min,
-                    want_on_demand=want_on_demand,
-                    want_spot=want_spot,
-                ),
-            )
+    max_price = request.max_price_per_hour
+    over_budget: list[float] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] = []
+    if want_on_demand:
+        rows = np.flatnonzero(mask & ix.on_demand_row)
+        hourly = ix.on_demand[rows] * nodes
+        if max_price is not None:
+            over = hourly > max_price
+            if over.any():
+                over_budget.append(float(hourly[over].min()))
+            rows, hourly = rows[~over], hourly[~over]
+        hours = np.full(len(rows), float(T))
+        parts.append((rows, hourly * T, np.ones(len(rows)), hours, np.zeros(len(rows)), 0))
+    if want_spot:
+        rows = np.flatnonzero(mask & ~np.isnan(ix.spot))
+        hourly = ix.spot[rows] * nodes
+        if max_price is not None:
+            over = hourly > max_price
+            if over.any():
+                over_budget.append(float(hourly[over].min()))
+            rows, hourly = rows[~over], hourly[~over]
+        rate_by_code = np.array([risk.rate(p) for p in sorted(ix.provider_code, key=ix.provider_code.get)])
+        interruptions = rate_by_code[ix.provider[rows]] * nodes * T if len(rows) else np.zeros(0)
+        hours = T + interruptions * overhead
+        parts.append((rows, hourly * hours, 1.0 / (1.0 + interruptions), hours, interruptions, 1))
+
+    rows = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    if len(rows) == 0:
+        reason = _why_empty(
+            request,
+            dict(
+                counts=counts,
+                over_budget_min=min(over_budget) if over_budget else None,
+                types_seen=sorted({ix.offers[i].gpu_type for i in np.flatnonzero(located)}),
+                max_count_seen=int(ix.gpu_count[typed].max()) if typed.any() else 0,
+                want_on_demand=want_on_demand,
+                want_spot=want_spot,
+            ),
         )
-        return Ranking(request, [], 0, reasons)
-
-    min_cost = min(c[0] for c in cands)
-    max_perf = max(c[2] for c in cands)
+        return Ranking(request, [], 0, [reason])
+    cost = np.concatenate([p[1] for p in parts])
+    avail = np.concatenate([p[2] for p in parts])
+    hours = np.concatenate([p[3] for p in parts])
+    interruptions = np.concatenate([p[4] for p in parts])
+    model = np.concatenate([np.full(len(p[0]), p[5]) for p in parts])
+    perf_by_code = np.array(
+        [gpu_performance(g, performance_overrides) for g in sorted(ix.gpu_code, key=ix.gpu_code.get)]
+    )
+    perf = perf_by_code[ix.gpu[rows]] * (request.gpu_count * nodes)
+    min_cost = cost.min()
+    cost_s = min_cost / cost
+    perf_s = perf / perf.max()
     wc, wp, wa = weights.normalised()
-    scored = []
-    for c in cands:
-        cost_s = min_cost / c[0]
-        perf_s = c[2] / max_perf
-        score = wc * cost_s + wp * perf_s + wa * c[1]
-        scored.append((-score, c[0], c[3], c[4], cost_s, perf_s, c))
-    scored.sort(key=lambda s: (s[0], s[1], s[2], s[3]))
-    top = scored if limit is None else scored[:limit]
+    score = wc * cost_s + wp * perf_s + wa * avail
+    # Best score first; ties: cheaper, then offer key, then on-demand before spot.
+    order = np.lexsort((model, ix.key_rank[rows], cost, -score))
+    if limit is not None:
+        order = order[:limit]
     options = []
-    for i, (neg, _cost, _k, _m, cost_s, perf_s, c) in enumerate(top, start=1):
-        expected_cost, avail, perf, _key, model, offer, price, hours, interruptions = c
-        reason = _reason(
-            i,
-            -neg,
-            (wc, wp, wa),
-            cost_s,
-            perf_s,
-            avail,
-            model,
-            offer,
-            price,
-            nodes,
-            hours,
-            interruptions,
-            T,
-            expected_cost,
-            expected_cost == min_cost,
-        )
+    for rank, j in enumerate(order.tolist(), start=1):
+        offer = ix.offers[int(rows[j])]
+        pricing_model = PRICING_MODELS[int(model[j])]
+        price = offer.price_on_demand if pricing_model == "on_demand" else offer.price_spot
+        assert price is not None
+        c, h, e = float(cost[j]), float(hours[j]), float(interruptions[j])
+        s_, cs, ps, av = float(score[j]), float(cost_s[j]), float(perf_s[j]), float(avail[j])
         options.append(
             RankedOption(
-                rank=i,
+                rank=rank,
                 offer=offer,
-                pricing_model=model,
+                pricing_model=pricing_model,
                 nodes=nodes,
                 price_per_node_hour=price,
                 price_per_hour=price * nodes,
-                expected_hours=hours,
-                expected_interruptions=interruptions,
-                expected_cost=expected_cost,
-                performance=perf,
-                cost_score=cost_s,
-                performance_score=perf_s,
-                availability_score=avail,
-                score=-neg,
-                reason=reason,
+                expected_hours=h,
+                expected_interruptions=e,
+                expected_cost=c,
+                performance=float(perf[j]),
+                cost_score=cs,
+                performance_score=ps,
+                availability_score=av,
+                score=s_,
+                reason=_reason(
+                    rank,
+                    s_,
+                    (wc, wp, wa),
+                    cs,
+                    ps,
+                    av,
+                    pricing_model,
+                    offer,
+                    price,
+                    nodes,
+                    h,
+                    e,
+                    T,
+                    c,
+                    c == min_cost,
+                ),
             )
         )
+    reasons = []
     if request.allow_spot is False and "spot" in models:
         reasons.append("spot not considered: the job is not preemptible")
-    return Ranking(request, options, len(cands), reasons)
+    return Ranking(request, options, len(rows), reasons)
 
 
 def _reason(
@@ -438,28 +472,28 @@ def _reason(
     return "; ".join(parts)
 
 
-def _why_empty(request: Request, locals_: dict[str, Any]) -> str:
-    v = locals_
+def _why_empty(request: Request, v: dict[str, Any]) -> str:
+    counts = v["counts"]
     want = ", ".join(sorted(request.gpu_types)) if request.gpu_types else "any GPU"
-    if v["n_provider"] == 0:
+    if counts["provider"] == 0:
         return f"no offers from provider(s) {', '.join(sorted(request.providers or []))} in the catalog"
-    if v["n_region"] == 0:
+    if counts["region"] == 0:
         return f"no offers in region(s) {', '.join(sorted(request.regions or []))} from the allowed providers"
-    if v["n_type"] == 0:
-        return f"no offer has {want} GPUs (available: {', '.join(sorted(v['types_seen'])) or 'none'})"
-    if v["n_count"] == 0:
+    if counts["type"] == 0:
+        return f"no offer has {want} GPUs (available: {', '.join(v['types_seen']) or 'none'})"
+    if counts["count"] == 0:
         return (
             f"no offer has {request.gpu_count} x {want} in one node "
             f"(largest: {v['max_count_seen']} per machine); use more nodes with fewer GPUs each"
         )
-    if v["n_mem"] == 0:
+    if counts["memory"] == 0:
         return f"no {want} offer has at least {request.gpu_memory_gb:g} GB per GPU"
-    if v["n_host"] == 0:
+    if counts["host"] == 0:
         return (
             f"no offer with {request.gpu_count} x {want} also has {request.vcpus:g} vCPUs and "
             f"{request.memory_gb:g} GB memory per node"
         )
-    if v["n_capacity"] == 0:
+    if counts["capacity"] == 0:
         return f"the matching owned pools have fewer than {request.nodes} nodes"
     if v["over_budget_min"] is not None:
         return (
