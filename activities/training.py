@@ -474,6 +474,8 @@ class TrainingActivities:
             reader.poll()
             progress.exit_code = proc.returncode
             progress.updated_at = datetime.now(UTC)
+            # The last details Temporal holds for this attempt: where the stop checkpoint is.
+            activity.heartbeat(progress.model_copy())
             log.info("training stopped after cancel", exit_code=proc.returncode, step=progress.step,
                      last_checkpoint=progress.last_checkpoint.uri if progress.last_checkpoint else None)
             raise
@@ -532,7 +534,7 @@ class TrainingActivities:
                 raise _invalid_job(f"entrypoint {script} does not exist on node {self.node_id}", progress)
         elif spec.command and spec.command[0] != "-m":
             program = spec.command[0]
-            path = os.environ.get("PATH", "")
+            path = spec.environment_variables.get("PATH", os.environ.get("PATH", ""))
             resolved = shutil.which(program, path=path) if "/" not in program else None
             if resolved is None and not (wd / program).is_file() and not Path(program).is_file():
                 raise _invalid_job(f"command {program!r} is not found on node {self.node_id}", progress)

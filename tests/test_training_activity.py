@@ -324,6 +324,7 @@ async def test_cancel_checkpoints_and_leaves_no_process(tmp_path: Path) -> None:
     assert len(saved) == 1 and saved[0]["step"] >= 12 and saved[0]["step"] % 100 != 0, saved
     ckpt_dir = Path(settings.checkpoints.root) / job_id
     assert [p.name for p in ckpt_dir.iterdir()] == [f"ckpt-{saved[0]['step']:08d}.pt"]
+    assert beats[-1].last_checkpoint.step == saved[0]["step"]  # final heartbeat after the stop
     assert not live_processes_of(job_id)
     assert all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in running)
 
