@@ -7,9 +7,9 @@ scans tens of thousands of them per request; validation happens once, in `integr
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 PROVIDERS = ("aws", "gcp", "azure", "onprem")
