@@ -351,7 +351,7 @@ def refresh_cmd(
             f"unknown provider(s) {', '.join(bad)} for refresh; expected {', '.join(CLOUD_PROVIDERS)} "
             "(on-prem offers come from --onprem-config / $LOOMOS_ONPREM_CONFIG)"
         )
-    sources = [make_source(n, list(region) if region else None) for n in dict.fromkeys(names)]
+    sources = _guard(lambda: [make_source(n, list(region) if region else None) for n in dict.fromkeys(names)])
     with Progress(
         TextColumn("{task.description:<24}"),
         BarColumn(),

@@ -63,6 +63,7 @@ def test_offers_json_filters() -> None:
         (["estimate", "examples/market-finetune-l4.yaml", "--provider", "ibm"], "unknown provider"),
         (["estimate", "examples/market-llm-h100.yaml", "--provider", "onprem"], "allows providers"),
         (["refresh", "--provider", "ibm"], "unknown provider(s) ibm"),
+        (["refresh", "--provider", "azure", "--region", "eastus' or 1 eq 1"], "is not a region name"),
         (["catalog", "--catalog", "nope.json"], "cannot read catalog"),
     ],
 )
@@ -129,7 +130,7 @@ def test_compare_with_onprem_pool() -> None:
         "compare",
         str(ROOT / "examples/market-a100-onprem-job.yaml"),
         "--onprem-config",
-        str(ROOT / "examples/market-onprem.yaml"),
+        str(ROOT / "loomos/marketplace/data/onprem-example.yaml"),
         "--json",
     )
     assert code == 0, err

@@ -186,6 +186,9 @@ class AzureOfferSource:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.regions = [r.lower() for r in (regions or DEFAULT_REGIONS)]
+        # Regions and size names are interpolated into OData filters: refuse anything else.
+        if bad := [r for r in self.regions if not re.fullmatch(r"[a-z0-9]+", r)]:
+            raise ValueError(f"not Azure region names: {bad}")
         self.subscription_id = subscription_id
         self._credential = credential
         self._retries = retries
