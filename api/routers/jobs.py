@@ -392,7 +392,9 @@ async def cancel_job(job_id: JobIdPath, temporal: TemporalDep) -> CancelResponse
     client = await temporal.client()
     handle, desc = await _describe(client, job_id)
     state = effective_state(desc.typed_search_attributes.get(sa.STATUS), desc.status)
-    if desc.status != WorkflowExecutionStatus.RUNNING:
+    # A job reaches its final state a moment before its workflow closes (it still records the
+    # outcome); either means there is nothing left to cancel.
+    if desc.status != WorkflowExecutionStatus.RUNNING or state.terminal:
         raise HTTPException(409, f"job {job_id} already finished ({state.value}); nothing to cancel")
     try:
         await handle.cancel()
