@@ -97,6 +97,13 @@ class Catalog:
             self._index = (self.offers, OfferIndex(self.offers))
         return self._index[1]
 
+    def offer(self, key: str) -> Offer | None:
+        """The offer with this key (as carried by a PriceRecord), if the catalog still lists it."""
+        for o in self.offers:
+            if o.key == key:
+                return o
+        return None
+
     def rejected(self) -> list[RejectedRow]:
         out = [r for meta in self.providers.values() for r in meta.rejected]
         return out + self.load_rejected

@@ -121,7 +121,9 @@ def test_price_record_is_pure_and_cost_reports_use_the_recorded_price() -> None:
     assert a.fetched_at == NOW and a.source == "test"
     # prices move later; the report for the job that ran stays at the recorded price
     today = make_catalog([l4("aws", 2.0, 0.5)])
-    assert today.offers[0].price_on_demand == 2.0
+    current = today.offer(a.offer_key)
+    assert current is not None and current.price_on_demand == 2.0
+    assert today.offer("aws/r9/-/gone") is None
     assert cost_for_usage(a, machine_hours=10) == pytest.approx(40.0)
     assert PriceRecord.model_validate_json(a.model_dump_json()) == a  # survives a Temporal payload round trip
     with pytest.raises(MarketInputError, match="no spot price"):
