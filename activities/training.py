@@ -41,6 +41,8 @@ from loomos.models import (
 from loomos.spec import RESERVED_ENV
 
 LOG_NOT_FOUND = "LogNotFound"
+PROGRESS_NOT_FOUND = "ProgressNotFound"
+PROGRESS_SUFFIX = ".progress.jsonl"
 
 # Job ids are validated upstream; this stricter check keeps a path built from one inside its
 # folder whatever reaches the activity.
@@ -84,7 +86,7 @@ def attempt_log_path(logs_root: str | Path, job_id: str, attempt: int, node_rank
 
 
 def attempt_progress_path(logs_root: str | Path, job_id: str, attempt: int, node_rank: int) -> Path:
-    return Path(logs_root) / job_id / f"attempt-{attempt}-node-{node_rank}.progress.jsonl"
+    return Path(logs_root) / job_id / f"attempt-{attempt}-node-{node_rank}{PROGRESS_SUFFIX}"
 
 
 # --- the progress channel, read side --------------------------------------------------------
@@ -406,11 +408,11 @@ def _checkpoint_location(req: TrainingRequest, settings: Settings) -> str:
 class TrainingActivities:
     """Training activities of one node worker.
 
-    Register both methods on the node's task queue::
+    Register the methods on the node's task queue::
 
         acts = TrainingActivities(settings, node_id)
         Worker(client, task_queue=node_task_queue(node_id),
-               activities=[acts.run_training, acts.read_training_log], ...)
+               activities=[acts.run_training, acts.read_training_log, acts.read_training_progress], ...)
     """
 
     def __init__(self, settings: Settings, node_id: str) -> None:
@@ -624,22 +626,21 @@ class TrainingActivities:
 
     # -- read_training_log ----------------------------------------------------------------
 
-    @activity.defn(name="read_training_log")
-    async def read_training_log(self, req: LogsRequest) -> LogsResult:
-        """Tail of one attempt's log(s) on this node, at most req.tail_bytes of text."""
+    def _attempt_files(
+        self, req: LogsRequest, suffix: str, error_type: str, what: str
+    ) -> list[tuple[int, Path]]:
+        """(node rank, path) of this node's files of one attempt, e.g. suffix ".log", safely."""
         for kind, value in (("job id", req.job_id), ("node id", req.node_id)):
             if not _SAFE_ID.match(value) or ".." in value:
-                raise ApplicationError(
-                    f"{kind} {value!r} is not valid", type=LOG_NOT_FOUND, non_retryable=True
-                )
+                raise ApplicationError(f"{kind} {value!r} is not valid", type=error_type, non_retryable=True)
         if req.node_id != self.node_id:
             raise ApplicationError(
-                f"logs of node {req.node_id!r} were asked of node {self.node_id!r}",
-                type=LOG_NOT_FOUND, non_retryable=True,
+                f"{what} of node {req.node_id!r} was asked of node {self.node_id!r}",
+                type=error_type, non_retryable=True,
             )
         root = Path(self.settings.logs.root).resolve()
         folder = (root / req.job_id).resolve()
-        pattern = re.compile(rf"^attempt-{req.attempt}-node-(\d+)\.log$")
+        pattern = re.compile(rf"^attempt-{req.attempt}-node-(\d+){re.escape(suffix)}$")
         files: list[tuple[int, Path]] = []
         if folder.is_relative_to(root) and folder.is_dir():
             for entry in folder.iterdir():
@@ -649,10 +650,16 @@ class TrainingActivities:
                     files.append((int(m.group(1)), entry))
         if not files:
             raise ApplicationError(
-                f"no log of job {req.job_id} attempt {req.attempt} on node {self.node_id}",
-                type=LOG_NOT_FOUND, non_retryable=True,
+                f"no {what} of job {req.job_id} attempt {req.attempt} on node {self.node_id}",
+                type=error_type, non_retryable=True,
             )
-        files.sort()
+        return sorted(files)
+
+    @activity.defn(name="read_training_log")
+    async def read_training_log(self, req: LogsRequest) -> LogsResult:
+        """Tail of one attempt's log(s) on this node, at most req.tail_bytes of text."""
+        files = self._attempt_files(req, ".log", LOG_NOT_FOUND, "log")
+        folder = files[0][1].parent
         budget = max(1, req.tail_bytes // len(files))
         parts, total, truncated = [], 0, False
         for node_rank, path in files:
@@ -670,6 +677,24 @@ class TrainingActivities:
             job_id=req.job_id, attempt=req.attempt, node_id=self.node_id, path=str(shown),
             text=text, truncated=truncated, size_bytes=total,
         )
+
+    # -- read_training_progress -----------------------------------------------------------
+
+    @activity.defn(name="read_training_progress")
+    async def read_training_progress(self, req: LogsRequest) -> TrainingProgress:
+        """An attempt's progress as its progress channel on this node recorded it.
+
+        temporalio (1.35) reports a cancelled activity without details, so the checkpoint
+        written on SIGTERM cannot travel with the cancellation; a workflow asks for it here
+        after the cancelled run_training has completed. req.tail_bytes is not used.
+        """
+        files = self._attempt_files(req, PROGRESS_SUFFIX, PROGRESS_NOT_FOUND, "progress record")
+        # Rank 0 writes the channel, on node rank 0; another node rank's file only says it ran.
+        node_rank, path = next(((r, p) for r, p in files if p.stat().st_size > 0), files[0])
+        log_path = attempt_log_path(self.settings.logs.root, req.job_id, req.attempt, node_rank)
+        progress = TrainingProgress(attempt=req.attempt, node_id=self.node_id, log_path=str(log_path))
+        await asyncio.to_thread(ProgressReader(path, progress).poll)
+        return progress
 
 
 def _spawn(cmd: list[str], cwd: str, env: dict[str, str], log_file: Any) -> Any:

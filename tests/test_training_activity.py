@@ -21,6 +21,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.training import (
     LOG_NOT_FOUND,
+    PROGRESS_NOT_FOUND,
     RankFailure,
     TrainingActivities,
     _oom_kill_count,
@@ -325,6 +326,13 @@ async def test_cancel_checkpoints_and_leaves_no_process(tmp_path: Path) -> None:
     ckpt_dir = Path(settings.checkpoints.root) / job_id
     assert [p.name for p in ckpt_dir.iterdir()] == [f"ckpt-{saved[0]['step']:08d}.pt"]
     assert beats[-1].last_checkpoint.step == saved[0]["step"]  # final heartbeat after the stop
+    # temporalio drops a cancelled activity's details: the workflow reads the final progress here.
+    final = await ActivityEnvironment().run(
+        acts.read_training_progress, LogsRequest(job_id=job_id, attempt=1, node_id=NODE)
+    )
+    assert final.last_checkpoint.step == saved[0]["step"] == final.step
+    assert final.last_checkpoint.uri == (ckpt_dir / f"ckpt-{saved[0]['step']:08d}.pt").as_uri()
+    assert final.log_path == str(Path(settings.logs.root) / job_id / "attempt-1-node-0.log")
     assert not live_processes_of(job_id)
     assert all(not Path(f"/proc/{pid}").exists() or _is_zombie(pid) for pid in running)
 
@@ -430,6 +438,11 @@ async def test_read_training_log_files_and_refusals(tmp_path: Path) -> None:
         assert isinstance(err, ApplicationError), (fields, err)
         assert err.type == LOG_NOT_FOUND and err.non_retryable
         assert "do not show" not in err.message
+
+    env = ActivityEnvironment()
+    with pytest.raises(ApplicationError) as missing:
+        await env.run(acts.read_training_progress, LogsRequest(job_id="job-7", attempt=2, node_id=NODE))
+    assert missing.value.type == PROGRESS_NOT_FOUND and missing.value.non_retryable
 
 
 # --- classification on torchrun's real summary format -----------------------------------------
