@@ -115,6 +115,10 @@ class Request:
         else:
             runtime = spec.max_runtime_hours
             notes.append(f"runtime: no marketplace.expected_runtime_hours, using max_runtime_hours={runtime}")
+        if gpu_types is None or len(gpu_types) > 1:
+            notes.append(
+                "runtime is taken as given on every GPU type offered; faster GPUs score through performance"
+            )
         cp = spec.checkpoint_config
         checkpoint_hours: float | None = None
         if cp.enabled:
