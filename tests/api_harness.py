@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.scheduling import announce_node, request_placement
+from activities.training import TrainingActivities
 from api.app import create_app
 from loomos import search_attributes as sa
 from loomos.binaries import temporal_cli
@@ -146,11 +147,20 @@ async def control_worker(client: Client, audit: AuditSink) -> AsyncIterator[Work
 
 
 @contextlib.asynccontextmanager
-async def node_worker(client: Client, node: ScriptedNode) -> AsyncIterator[Worker]:
+async def node_worker(
+    client: Client, node: ScriptedNode, real_training: Settings | None = None
+) -> AsyncIterator[Worker]:
+    """A node worker for `node`; with `real_training` settings it runs the production training
+    activities (real torchrun) under the scripted node's identity instead of its scripts."""
+    if real_training is not None:
+        training = TrainingActivities(real_training, node.info.node_id)
+        activities: list[Any] = [training.run_training, training.read_training_log]
+    else:
+        activities = [node.run_training, node.read_training_log]
     worker = Worker(
         client,
         task_queue=node.info.task_queue,
-        activities=[node.run_training, node.read_training_log],
+        activities=activities,
         # Cancellation reaches an activity with a heartbeat's answer; do not batch them for 24 s.
         max_heartbeat_throttle_interval=timedelta(milliseconds=200),
     )
@@ -204,8 +214,9 @@ class LoomOSInThread:
             loomos.call(loomos.client.get_workflow_handle(...).terminate())
     """
 
-    def __init__(self, node_id: str = "sync-node-1") -> None:
+    def __init__(self, node_id: str = "sync-node-1", real_training: Settings | None = None) -> None:
         self.node = ScriptedNode(node_id)
+        self.real_training = real_training
         self.endpoint = ""
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -233,7 +244,10 @@ class LoomOSInThread:
             self._ready.set()
             return
         try:
-            async with control_worker(self.env.client, AuditSink()), node_worker(self.env.client, self.node):
+            async with (
+                control_worker(self.env.client, AuditSink()),
+                node_worker(self.env.client, self.node, self.real_training),
+            ):
                 sock = socket.socket()
                 sock.bind(("127.0.0.1", 0))
                 self.endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"

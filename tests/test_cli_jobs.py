@@ -7,19 +7,24 @@ never a traceback.
 from __future__ import annotations
 
 import asyncio
+import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from api_harness import LoomOSInThread, ScriptedNode, free_port, serve_api
 from click.testing import Result
+from rich.console import Console
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner
 
 from loomos.cli import app
+from loomos.client import LoomOSClient
 from loomos.config import Settings
-from loomos.models import CheckpointRef, TrainingProgress, TrainingRequest
+from loomos.models import CheckpointRef, JobState, TrainingProgress, TrainingRequest
+from loomos.progress import follow_job
 
 pytestmark = pytest.mark.timeout(120)
 runner = CliRunner()
@@ -232,3 +237,45 @@ def test_cluster_status(loomos: LoomOSInThread) -> None:
     line = one_error_line(run("cluster", "status", "--pool", "nowhere", endpoint=loomos.endpoint), 1)
     assert line.startswith("error: no pool 'nowhere'")
     assert one_error_line(run("cluster", "status", "--pool", "Bad_Pool", endpoint=loomos.endpoint), 2)
+
+
+# --- the walking skeleton, for real ---------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_ddp_demo_end_to_end(tmp_path: Path) -> None:
+    """examples/ddp-demo.yaml through the CLI, LoomCtl, the real workflows and a real node worker
+    running torchrun: live progress while it runs, rank 1's crash at step 25, a resume from the
+    step-20 checkpoint, success at step 80, and the first attempt's log."""
+    settings = Settings.model_validate(
+        {"logs": {"root": str(tmp_path / "logs")}, "checkpoints": {"root": str(tmp_path / "ckpt")}}
+    )
+    with LoomOSInThread("e2e-node", real_training=settings) as stack:
+        submitted = run("submit", str(REPO / "examples" / "ddp-demo.yaml"), endpoint=stack.endpoint)
+        assert submitted.exit_code == 0, submitted.output
+        job_id = submitted.stdout.split("submitted job ", 1)[1].split()[0]
+
+        with LoomOSClient(stack.endpoint) as client:
+            live = None
+            for _ in range(600):
+                status = client.get(job_id)
+                if status.state == JobState.RUNNING and status.step and status.progress_updated_at:
+                    live = status
+                    break
+                assert not status.state.terminal, status
+                time.sleep(0.1)
+            assert live is not None and live.total_steps == 80, "no live progress seen while RUNNING"
+
+            out = io.StringIO()
+            final = follow_job(client, job_id, Console(file=out, width=120), poll_interval=0.5)
+        shown = out.getvalue()
+        assert final.state == JobState.SUCCEEDED, (final.error, shown)
+        assert (final.step, final.attempt, final.resumed_from_step) == (80, 2, 20)
+        assert "RECOVERING" in shown and "attempt 2 resumed from step 20" in shown
+
+        logs = run("jobs", "logs", job_id, "--attempt", "1", endpoint=stack.endpoint)
+        assert logs.exit_code == 0, logs.output
+        assert f"=== loomos: job {job_id} attempt 1 node e2e-node" in logs.stdout
