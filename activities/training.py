@@ -455,6 +455,7 @@ class TrainingActivities:
                 f"=== {' '.join(cmd)}\n".encode()
             )
             log_file.flush()
+            run_start = log_file.tell()  # a re-run of the same attempt appends: judge only this run
             # Synchronous on purpose: a cancellation landing in an await here could lose the
             # handle of a process that was started anyway.
             proc = _spawn(cmd, req.spec.working_directory, env, log_file)
@@ -500,7 +501,8 @@ class TrainingActivities:
             log.info("training finished", step=progress.step)
             return progress
 
-        text, _ = read_tail(log_path, TAIL_SCAN_BYTES)
+        size = log_path.stat().st_size
+        text, _ = read_tail(log_path, max(0, min(TAIL_SCAN_BYTES, size - run_start)))
         failures = parse_torchrun_failures(text)
         oom_after = _oom_kill_count()
         oom_killed = None if oom_before is None or oom_after is None else oom_after > oom_before
