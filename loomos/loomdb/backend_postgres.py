@@ -26,6 +26,12 @@ _COPY_TYPES = [
 assert len(_COPY_TYPES) == len(EVENT_COLUMNS)
 _COPY_SQL = f"COPY loomdb_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _JSON_IDX = [i for i, c in enumerate(EVENT_COLUMNS) if c in JSON_COLUMNS]
+_I_DATA = EVENT_COLUMNS.index("data")
+_I_METADATA = EVENT_COLUMNS.index("metadata")
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def month_start(ts: datetime) -> datetime:
@@ -74,7 +80,44 @@ class PostgresBackend:
         out = [row[c] for c in EVENT_COLUMNS]
         for i in _JSON_IDX:
             out[i] = Jsonb(out[i])
+        # Appends carry the canonical JSON text they hashed: send it as is, not serialised again.
+        if "data_json" in row:
+            out[_I_DATA] = Jsonb(row["data_json"], dumps=_as_is)
+            out[_I_METADATA] = Jsonb(row["metadata_json"], dumps=_as_is)
         return tuple(out)
+
+    def read_state(
+        self, cur: Any, ids: list[uuid.UUID], stream_ids: list[str]
+    ) -> tuple[tuple[int, str, datetime], dict[uuid.UUID, int], dict[str, int]]:
+        """Lock the head, then read which ids exist and the streams' versions: one round trip
+        (pipeline mode); the later statements run after the lock is granted."""
+        conn = cur.connection
+        with conn.pipeline():
+            c_head, c_ids, c_streams = conn.cursor(), conn.cursor(), conn.cursor()
+            c_head.execute("SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE")
+            c_ids.execute("SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s)", (ids,))
+            c_streams.execute("SELECT stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s)",
+                              (stream_ids,))
+        pos, h, ts = c_head.fetchone()
+        existing = {e: int(p) for e, p in c_ids.fetchall()}
+        versions = {sid: int(v) for sid, v in c_streams.fetchall()}
+        return (int(pos), h, ts), existing, versions
+
+    def write(self, cur: Any, rows: list[dict[str, Any]], streams: dict[str, tuple[int, int]],
+              position: int, h: str, recorded_at: datetime, commit: bool) -> None:
+        """Rows, stream versions, head and NOTIFY (and the commit) in one round trip, after a
+        COPY for large batches (COPY cannot run in pipeline mode)."""
+        conn = cur.connection
+        if len(rows) >= COPY_THRESHOLD:
+            self._copy(cur, rows)
+        with conn.pipeline():
+            if len(rows) < COPY_THRESHOLD:
+                self._insert(cur, rows)
+            self.save_streams(cur, streams)
+            self.save_head(cur, position, h, recorded_at)
+            self.notify(cur, position)
+            if commit:
+                conn.commit()
 
     def py_row(self, values: tuple[Any, ...]) -> dict[str, Any]:
         return dict(zip(EVENT_COLUMNS, values, strict=True))
@@ -94,6 +137,10 @@ class PostgresBackend:
         for start in sorted({month_start(r["recorded_at"]) for r in rows}):
             if partition_name(start) not in self._partitions:
                 self._create(cur, start)
+
+    def needs_partitions(self, now: datetime) -> bool:
+        this = month_start(now)
+        return not {partition_name(this), partition_name(next_month(this))} <= self._partitions
 
     def prepare_partitions(self, conn: Any, now: datetime) -> None:
         """Create this month's and next month's partitions in their own short transaction, before
@@ -130,11 +177,17 @@ class PostgresBackend:
 
     def insert_events(self, cur: Any, rows: list[dict[str, Any]]) -> None:
         if len(rows) >= COPY_THRESHOLD:
-            with cur.copy(_COPY_SQL) as copy:
-                copy.set_types(_COPY_TYPES)
-                for r in rows:
-                    copy.write_row(self.db_row(r))
-            return
+            self._copy(cur, rows)
+        else:
+            self._insert(cur, rows)
+
+    def _copy(self, cur: Any, rows: list[dict[str, Any]]) -> None:
+        with cur.copy(_COPY_SQL) as copy:
+            copy.set_types(_COPY_TYPES)
+            for r in rows:
+                copy.write_row(self.db_row(r))
+
+    def _insert(self, cur: Any, rows: list[dict[str, Any]]) -> None:
         n = len(EVENT_COLUMNS)
         values = ", ".join("(" + ", ".join(["%s"] * n) + ")" for _ in rows)
         params: list[Any] = []

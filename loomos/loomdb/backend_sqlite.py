@@ -61,7 +61,9 @@ class SqliteBackend:
         out = []
         for c in EVENT_COLUMNS:
             v = row[c]
-            if c in JSON_COLUMNS:
+            if c in ("data", "metadata") and f"{c}_json" in row:
+                v = row[f"{c}_json"]  # the canonical text the append hashed
+            elif c in JSON_COLUMNS:
                 v = _dumps(v)
             elif c in TIME_COLUMNS:
                 v = iso(v)
@@ -103,6 +105,18 @@ class SqliteBackend:
 
     def insert_events(self, cur: Any, rows: list[dict[str, Any]]) -> None:
         cur.executemany(_INSERT, [self.db_row(r) for r in rows])
+
+    def read_state(
+        self, cur: Any, ids: list[uuid.UUID], stream_ids: list[str]
+    ) -> tuple[tuple[int, str, datetime], dict[uuid.UUID, int], dict[str, int]]:
+        return self.lock_head(cur), self.existing_ids(cur, ids), self.stream_versions(cur, stream_ids)
+
+    def write(self, cur: Any, rows: list[dict[str, Any]], streams: dict[str, tuple[int, int]],
+              position: int, h: str, recorded_at: datetime, commit: bool) -> None:
+        """The caller commits (one local transaction, no round trips to save)."""
+        self.insert_events(cur, rows)
+        self.save_streams(cur, streams)
+        self.save_head(cur, position, h, recorded_at)
 
     def save_streams(self, cur: Any, streams: dict[str, tuple[int, int]]) -> None:
         cur.executemany(

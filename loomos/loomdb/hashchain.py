@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,10 +31,14 @@ EVENT_COLUMNS: tuple[str, ...] = (*HASHED_COLUMNS, "hash")
 
 
 def iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 _EXACT = 2**53
+# Text a number can only have when it may not survive a jsonb round trip unchanged: an integral
+# float ("1.0", "1e+16") or an integer beyond 2**53. Strings can match too; that only costs a
+# second, exact pass.
+_MAYBE_UNSTABLE = re.compile(r"\d\.0(?![0-9])|\d[eE][+-]?\d|\d{16,}")
 
 
 def _number(value: Any) -> Any:
@@ -62,19 +66,33 @@ def _json_normal(value: Any) -> Any:
     return value
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, dict | list):
-        return _json_normal(value)
-    return value
+def json_text(value: Any) -> str:
+    """Canonical JSON of a data or metadata value: sorted keys, compact, numbers normalised. The
+    same text is hashed and stored, so it is serialised once per event."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if _MAYBE_UNSTABLE.search(text):
+        text = json.dumps(_json_normal(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text
+
+
+SCALAR_COLUMNS = tuple(c for c in HASHED_COLUMNS if c not in ("data", "metadata"))
+_I_EVENT_ID = SCALAR_COLUMNS.index("event_id")
+_I_OCCURRED = SCALAR_COLUMNS.index("occurred_at")
+_I_RECORDED = SCALAR_COLUMNS.index("recorded_at")
 
 
 def canonical_bytes(row: dict[str, Any]) -> bytes:
-    body = {c: _plain(row[c]) for c in HASHED_COLUMNS}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The hashed form: a JSON array of the scalar columns (roles and tags are lists of strings),
+    then data and metadata as canonical JSON, separated by U+001E, which JSON text never holds
+    unescaped."""
+    values = [row[c] for c in SCALAR_COLUMNS]
+    values[_I_EVENT_ID] = str(values[_I_EVENT_ID])
+    values[_I_OCCURRED] = iso(values[_I_OCCURRED])
+    values[_I_RECORDED] = row.get("recorded_iso") or iso(values[_I_RECORDED])
+    head = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    data = row.get("data_json") or json_text(row["data"])
+    metadata = row.get("metadata_json") or json_text(row["metadata"])
+    return f"{head}\x1e{data}\x1e{metadata}".encode()
 
 
 def event_hash(row: dict[str, Any]) -> str:

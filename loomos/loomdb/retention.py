@@ -248,7 +248,8 @@ def _archive_period(store: Any, policy: RetentionPolicy, start: datetime, end: d
             context={"compliance_level": "SYSTEM"}, tags=["retention"],
         )
         # In the same transaction as the drop: the record exists exactly when the period is gone.
-        store._append_locked(cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None)
+        store._append_locked(cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None,
+                             commit=False)
     return action
 
 

@@ -41,7 +41,7 @@ from loomos.loomdb.events import (
     SecurityContext,
     utcnow,
 )
-from loomos.loomdb.hashchain import EVENT_COLUMNS, ChainWalker, VerifyReport, event_hash, iso
+from loomos.loomdb.hashchain import EVENT_COLUMNS, ChainWalker, VerifyReport, event_hash, iso, json_text
 from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
 
@@ -317,19 +317,20 @@ class EventStore:
     def _append_validated(
         self, items: list[NewEvent], versions: list[str | None], expected_version: int | None
     ) -> list[int]:
-        if self.backend.name == "postgresql":
+        if self.backend.name == "postgresql" and self.backend.needs_partitions(self.clock()):
             with self._cursor() as (conn, _):
                 self.backend.prepare_partitions(conn, self.clock())
         with self._write() as cur:
             return self._append_locked(cur, items, versions, expected_version)
 
     def _append_locked(
-        self, cur: Any, items: list[NewEvent], versions: list[str | None], expected_version: int | None
+        self, cur: Any, items: list[NewEvent], versions: list[str | None], expected_version: int | None,
+        commit: bool = True,
     ) -> list[int]:
         b = self.backend
-        head_pos, head_hash, head_ts = b.lock_head(cur)
         unique_ids = list(dict.fromkeys(e.event_id for e in items))
-        existing = b.existing_ids(cur, unique_ids)
+        stream_ids = list(dict.fromkeys(e.stream_id for e in items))
+        (head_pos, head_hash, head_ts), existing, current = b.read_state(cur, unique_ids, stream_ids)
         new_items: list[tuple[NewEvent, str | None]] = []
         seen: set[uuid.UUID] = set(existing)
         for e, v in zip(items, versions, strict=True):
@@ -338,14 +339,13 @@ class EventStore:
                 new_items.append((e, v))
         if not new_items:
             return [existing[e.event_id] for e in items]
-        stream_ids = list(dict.fromkeys(e.stream_id for e, _ in new_items))
-        current = b.stream_versions(cur, stream_ids)
         if expected_version is not None:
             actual = current.get(stream_ids[0], 0)
             if actual != expected_version:
                 raise ConcurrencyError(stream_ids[0], expected_version, actual)
         now = self.clock()
         recorded = now if now > head_ts else head_ts  # keeps recorded_at monotonic in position
+        recorded_iso = iso(recorded)
         rows: list[dict[str, Any]] = []
         positions = dict(existing)
         prev = head_hash
@@ -356,20 +356,17 @@ class EventStore:
             sv = current.get(e.stream_id, 0) + 1
             current[e.stream_id] = sv
             stream_state[e.stream_id] = (sv, pos)
-            row = self._row(e, v, pos, sv, recorded, prev)
+            row = self._row(e, v, pos, sv, recorded, recorded_iso, prev)
             prev = row["hash"]
             rows.append(row)
             positions[e.event_id] = pos
         b.ensure_partitions(cur, rows)
-        b.insert_events(cur, rows)
-        b.save_streams(cur, stream_state)
-        b.save_head(cur, pos, prev, recorded)
-        b.notify(cur, pos)
+        b.write(cur, rows, stream_state, pos, prev, recorded, commit)
         return [positions[e.event_id] for e in items]
 
     @staticmethod
     def _row(e: NewEvent, schema_version: str | None, position: int, stream_version: int,
-             recorded: datetime, prev: str) -> dict[str, Any]:
+             recorded: datetime, recorded_iso: str, prev: str) -> dict[str, Any]:
         ctx, sec = e.context, e.security
         row: dict[str, Any] = {
             "position": position, "event_id": e.event_id, "event_type": e.event_type,
@@ -384,6 +381,7 @@ class EventStore:
             "geographic_restriction": sec.geographic_restriction,
             "tags": list(e.tags), "priority": str(e.priority), "data": e.data, "metadata": e.metadata,
             "retention_days": e.retention_days, "prev_hash": prev,
+            "data_json": json_text(e.data), "metadata_json": json_text(e.metadata), "recorded_iso": recorded_iso,
         }
         row["hash"] = event_hash(row)
         return row
@@ -437,8 +435,11 @@ class EventStore:
         sb = SqlBuilder(self.backend)
         sb.query(q)
         direction = "ASC" if q.order == "asc" else "DESC"
-        sql = (f"SELECT {_COLS} FROM loomdb_events WHERE {sb.where()} "
-               f"ORDER BY position {direction} LIMIT {self.backend.ph}")
+        # recorded_at never decreases with position, so both orders are the same order; with
+        # a type filter, naming recorded_at first lets the (event_type, recorded_at, position)
+        # index return rows already ordered and stop after `limit`.
+        order = f"recorded_at {direction}, position {direction}" if q.event_types else f"position {direction}"
+        sql = f"SELECT {_COLS} FROM loomdb_events WHERE {sb.where()} ORDER BY {order} LIMIT {self.backend.ph}"
         with self._read() as cur:
             cur.execute(sql, [*sb.params, q.limit + 1])
             rows = [self.backend.py_row(r) for r in cur.fetchall()]

@@ -43,17 +43,17 @@ def test_a_writer_cannot_overtake_an_uncommitted_append(store):
     before position 1."""
     inside = threading.Event()
     release = threading.Event()
-    original = store.backend.insert_events
+    original = store.backend.write
     calls = []
 
-    def slow_insert(cur, rows):
+    def slow_write(cur, rows, *args):
         calls.append(rows[0]["position"])
         if len(calls) == 1:
             inside.set()
             release.wait(10)
-        return original(cur, rows)
+        return original(cur, rows, *args)
 
-    store.backend.insert_events = slow_insert
+    store.backend.write = slow_write
     first = threading.Thread(target=store.append, args=(ev(1, "a"),))
     first.start()
     assert inside.wait(10)

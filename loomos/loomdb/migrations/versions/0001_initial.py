@@ -131,13 +131,15 @@ def upgrade() -> None:
     if pg:
         op.execute(PG_EVENTS)
         op.execute("CREATE INDEX loomdb_events_event_id ON loomdb_events (event_id)")
-        op.execute("CREATE INDEX loomdb_events_type_position ON loomdb_events (event_type, position)")
+        # Type + time range + order: recorded_at never decreases with position, so this index
+        # also serves "ORDER BY position" within a type (query.py orders by both).
+        op.execute("CREATE INDEX loomdb_events_type_time ON loomdb_events (event_type, recorded_at, position)")
         op.execute("CREATE INDEX loomdb_events_stream ON loomdb_events (stream_id, stream_version)")
         op.execute("CREATE INDEX loomdb_events_position ON loomdb_events (position)")
         op.execute(PG_TRIGGER)
     else:
         op.execute(SQLITE_EVENTS)
-        op.execute("CREATE INDEX loomdb_events_type_position ON loomdb_events (event_type, position)")
+        op.execute("CREATE INDEX loomdb_events_type_time ON loomdb_events (event_type, recorded_at, position)")
         op.execute("CREATE INDEX loomdb_events_recorded ON loomdb_events (recorded_at)")
         for stmt in SQLITE_TRIGGERS:
             op.execute(stmt)

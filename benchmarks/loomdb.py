@@ -1,0 +1,244 @@
+"""LoomDB benchmark. Prints one JSON object on its last line of stdout.
+
+    python benchmarks/loomdb.py --backend postgres [--quick]
+    python benchmarks/loomdb.py --backend sqlite [--quick]
+
+Figures:
+- batch_append_eps: events/s through EventStore.append_many (validation, dedupe, hash chain,
+  binary COPY on Postgres) in batches of --batch-size, each batch committed;
+- raw_copy_eps: the same rows (already hashed) written by a plain binary COPY (Postgres) or a
+  plain executemany (SQLite) into a table of the same shape and indexes, same batches, same run;
+- batch_ratio = batch_append_eps / raw_copy_eps;
+- single_append_eps: one event per append() call, each committed;
+- query_p99_ms: type + time range + one nested data filter, limit 100, over >= --query-events
+  events (default 1,000,000, appended through append_many);
+- subscribe_latency_p99_ms: from an append's commit to delivery to a live subscriber.
+
+Postgres runs in a schema of its own (loomdb_bench_<pid>), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loomos.loomdb import EventQuery, NewEvent, open_event_store  # noqa: E402
+from loomos.loomdb.hashchain import EVENT_COLUMNS  # noqa: E402
+
+TYPES = ["model.training.checkpoint", "job.heartbeat", "data.read", "security.access.granted", "custom.metric",
+         "worker.stats", "job.log", "data.write", "model.evaluation.progress", "cost.sample"]
+GPU_TYPES = ["H100", "A100", "L4", "T4"]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_events(n: int, seed: int) -> list[NewEvent]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        etype = TYPES[i % len(TYPES)]
+        data = {"step": i, "loss": round(rnd.random(), 6), "job_id": f"j{i % 500}",
+                "hardware_config": {"gpu_count": rnd.randint(1, 8), "gpu_type": rnd.choice(GPU_TYPES)}}
+        if etype == "model.training.checkpoint":
+            data["uri"] = f"s3://ckpt/j{i % 500}/{i}"
+        out.append(NewEvent.model_construct(
+            event_id=uuid.UUID(int=rnd.getrandbits(128), version=4), event_type=etype, stream_id=f"job-{i % 500}",
+            occurred_at=datetime.now(UTC), correlation_id=None, causation_id=None,
+            context=NewEvent.model_fields["context"].default_factory(),
+            security=NewEvent.model_fields["security"].default_factory(),
+            tags=["bench"], priority="normal", data=data, metadata={}, retention_days=None,
+        ))
+    return out
+
+
+def pg_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+def batch_append(store, events: list[NewEvent], batch_size: int) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, len(events), batch_size):
+        store.append_many(events[i: i + batch_size])
+    return len(events) / (time.perf_counter() - t0)
+
+
+def raw_copy(store, first: int, count: int, batch_size: int) -> float:
+    """Copy the rows LoomDB just wrote (hashes included) with no LoomDB logic in the way."""
+    with store._read() as cur:
+        cur.execute(store._sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM loomdb_events WHERE position >= %s "
+                               "ORDER BY position LIMIT %s"), [first, count])
+        rows = [store.backend.py_row(r) for r in cur.fetchall()]
+    prepared = [store.backend.db_row(r) for r in rows]
+    if store.dialect == "postgresql":
+        from loomos.loomdb.backend_postgres import _COPY_TYPES
+
+        with store._cursor() as (conn, cur):
+            # Same columns, indexes and (monthly) partitioning as the event table.
+            cur.execute("CREATE TABLE bench_raw (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING INDEXES) "
+                        "PARTITION BY RANGE (recorded_at)")
+            cur.execute("CREATE TABLE bench_raw_p PARTITION OF bench_raw DEFAULT")
+            conn.commit()
+            t0 = time.perf_counter()
+            for i in range(0, len(prepared), batch_size):
+                with cur.copy(f"COPY bench_raw ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(_COPY_TYPES)
+                    for r in prepared[i: i + batch_size]:
+                        cp.write_row(r)
+                conn.commit()
+            return len(prepared) / (time.perf_counter() - t0)
+    with store._cursor() as (conn, cur):
+        cur.execute("SELECT sql FROM sqlite_master WHERE name = 'loomdb_events'")
+        cur.execute(cur.fetchone()[0].replace("loomdb_events", "bench_raw", 1))
+        cur.execute("CREATE INDEX bench_raw_t ON bench_raw (event_type, recorded_at, position)")
+        cur.execute("CREATE INDEX bench_raw_r ON bench_raw (recorded_at)")
+        sql = f"INSERT INTO bench_raw ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+        t0 = time.perf_counter()
+        for i in range(0, len(prepared), batch_size):
+            cur.execute("BEGIN IMMEDIATE")
+            cur.executemany(sql, prepared[i: i + batch_size])
+            cur.execute("COMMIT")
+        return len(prepared) / (time.perf_counter() - t0)
+
+
+def single_appends(store, n: int) -> float:
+    events = make_events(n, seed=7)
+    t0 = time.perf_counter()
+    for e in events:
+        store.append(e)
+    return n / (time.perf_counter() - t0)
+
+
+def query_p99(store, started: datetime, ended: datetime, runs: int) -> tuple[float, float, int]:
+    rnd = random.Random(3)
+    span = (ended - started).total_seconds()
+    times, hits = [], 0
+    for _ in range(runs):
+        a = started + timedelta(seconds=rnd.random() * span * 0.9)
+        q = EventQuery(event_types=[rnd.choice(TYPES)], start=a, end=a + timedelta(seconds=span * 0.1),
+                       filters=[f"data.hardware_config.gpu_count >= {rnd.randint(2, 7)}"], limit=100)
+        t0 = time.perf_counter()
+        page = store.query(q)
+        times.append((time.perf_counter() - t0) * 1000)
+        hits += len(page.events)
+    times.sort()
+    return times[int(len(times) * 0.99) - 1], statistics.median(times), hits // runs
+
+
+async def subscribe_latency(store, n: int, interval: float) -> tuple[float, float]:
+    committed: dict[int, float] = {}
+    received: dict[int, float] = {}
+    start_pos = store.head()[0]
+    sub = store.subscribe(from_position=start_pos, poll_interval=1.0 if store.dialect == "postgresql" else 0.005)
+
+    async def consume() -> None:
+        async for batch in sub:
+            now = time.perf_counter()
+            for e in batch.events:
+                received[e.position] = now
+            if len(received) >= n:
+                return
+
+    def produce() -> None:
+        for e in make_events(n, seed=11):
+            p = store.append(e)
+            committed[p] = time.perf_counter()
+            time.sleep(interval)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.3)
+    writer = threading.Thread(target=produce)
+    writer.start()
+    await asyncio.wait_for(task, 120)
+    writer.join()
+    await sub.aclose()
+    lat = sorted(max(received[p] - committed[p], 0) * 1000 for p in committed)
+    return lat[int(len(lat) * 0.99) - 1], statistics.median(lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=["postgres", "sqlite"], required=True)
+    ap.add_argument("--quick", action="store_true", help="smaller runs (CI-sized machines)")
+    ap.add_argument("--url", default=os.environ.get("LOOMOS_TEST_POSTGRES_URL",
+                                                    "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument("--query-events", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=5000)
+    args = ap.parse_args()
+    batch_n = 50_000 if args.quick else 200_000
+    single_n = 2_000 if args.quick else 10_000
+    latency_n = 200 if args.quick else 1000
+
+    tmp = tempfile.TemporaryDirectory()
+    schema = f"loomdb_bench_{os.getpid()}"
+    admin = None
+    if args.backend == "postgres":
+        import psycopg
+
+        admin = psycopg.connect(args.url.replace("+psycopg", ""), autocommit=True)
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        url = pg_url(args.url, schema)
+    else:
+        url = f"sqlite:///{tmp.name}/bench.sqlite"
+    store = open_event_store(url)
+    try:
+        result: dict[str, object] = {"backend": args.backend, "quick": args.quick}
+        log(f"batch append: {batch_n} events in batches of {args.batch_size}")
+        events = make_events(batch_n, seed=1)
+        first = store.head()[0] + 1
+        result["batch_append_eps"] = round(batch_append(store, events, args.batch_size))
+        log("raw copy of the same rows")
+        result["raw_copy_eps"] = round(raw_copy(store, first, batch_n, args.batch_size))
+        result["batch_ratio"] = round(result["batch_append_eps"] / result["raw_copy_eps"], 3)
+        log(f"single appends: {single_n}")
+        result["single_append_eps"] = round(single_appends(store, single_n))
+        started = datetime.now(UTC)
+        need = args.query_events - store.head()[0]
+        log(f"filling to {args.query_events} events ({need} more)")
+        chunk = 20_000
+        while need > 0:
+            k = min(chunk, need)
+            evs = make_events(k, seed=need)
+            for i in range(0, k, args.batch_size):
+                store.append_many(evs[i: i + args.batch_size])
+            need -= k
+        ended = datetime.now(UTC)
+        if args.backend == "postgres":
+            with store._cursor() as (conn, cur):
+                cur.execute("ANALYZE loomdb_events")
+                conn.commit()
+        result["query_events"] = store.head()[0]
+        log("queries")
+        p99, p50, hits = query_p99(store, started - timedelta(seconds=60), ended, 300)
+        result["query_p99_ms"], result["query_p50_ms"], result["query_avg_hits"] = round(p99, 2), round(p50, 2), hits
+        log(f"subscribe latency: {latency_n} appends")
+        p99, p50 = asyncio.run(subscribe_latency(store, latency_n, 0.005))
+        result["subscribe_latency_p99_ms"], result["subscribe_latency_p50_ms"] = round(p99, 2), round(p50, 2)
+    finally:
+        store.close()
+        if admin is not None:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            admin.close()
+        tmp.cleanup()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
