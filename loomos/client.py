@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, Field, ValidationError
@@ -99,18 +100,16 @@ class Health(BaseModel):
 class LoomOSError(Exception):
     """Any failure talking to LoomCtl. `status_code` is None when no HTTP answer came back."""
 
-    def __init__(self, status_code: int | None, message: str):
+    def __init__(self, status_code: int | None, message: str, *, bad_input: bool = False):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self._bad_input = bad_input
 
     @property
     def is_bad_input(self) -> bool:
-        return (
-            self.status_code in (400, 422)
-            or self.status_code is None
-            and isinstance(self.__cause__, SpecError)
-        )
+        """The caller's input is at fault (invalid spec, id or parameter), not the system."""
+        return self._bad_input or self.status_code in (400, 422)
 
 
 class JobWaitTimeout(LoomOSError):
@@ -188,15 +187,17 @@ def spec_payload(spec: JobSpec | Mapping[str, Any] | str | os.PathLike[str]) -> 
                 "spec", [("", f"expected a JobSpec, a mapping or a path, got {type(spec).__name__}")]
             )
     except SpecError as err:
-        raise LoomOSError(None, str(err)) from err
+        raise LoomOSError(None, str(err), bad_input=True) from err
     # Only what was set: a server of another version keeps its own defaults.
     return model.model_dump(mode="json", exclude_unset=True)
 
 
 def _job_path(job_id: str, suffix: str = "") -> str:
+    # A '/' would address another route (servers decode %2F before routing); anything else odd
+    # is quoted and left to the server's id validation, which says what a job id looks like.
     if not job_id or "/" in job_id:
-        raise LoomOSError(None, f"invalid job id {job_id!r}")
-    return f"{API_PREFIX}/jobs/{job_id}{suffix}"
+        raise LoomOSError(None, f"invalid job id {job_id!r}", bad_input=True)
+    return f"{API_PREFIX}/jobs/{quote(job_id, safe='')}{suffix}"
 
 
 class _Calls:

@@ -382,3 +382,15 @@ async def test_missing_script_fails_job_end_to_end(
 
         r = await http.get(f"/api/v1/jobs/{job_id}/logs")
         assert r.status_code == 404, r.text
+
+
+async def test_logs_from_a_node_that_is_gone_is_503(stack: Stack, http: httpx.AsyncClient) -> None:
+    """The attempt ran on a node whose worker has since stopped: the log read is not picked up
+    and the API says the node is unreachable (after the log workflow's 10 s pickup limit)."""
+    gone = ScriptedNode("gone-node", pool="gone")
+    async with node_worker(stack.env.client, gone):
+        job_id = await submit(http, spec("short-lived", pool="gone"))
+        await wait_state(http, job_id, "SUCCEEDED")
+    r = await http.get(f"/api/v1/jobs/{job_id}/logs")
+    assert r.status_code == 503, r.text
+    assert r.json()["detail"].startswith("node gone-node did not answer within 10s")

@@ -97,6 +97,8 @@ def test_bad_status_option_is_a_usage_error() -> None:
 def test_server_side_validation_is_bad_input(no_temporal_endpoint: str) -> None:
     line = one_error_line(run("jobs", "status", "Not_An_Id", "--endpoint", no_temporal_endpoint), 2)
     assert line.startswith("error: job_id: String should match pattern")
+    line = one_error_line(run("jobs", "cancel", "a/b", "--endpoint", no_temporal_endpoint), 2)
+    assert line == "error: invalid job id 'a/b'"
 
 
 def test_temporal_down_is_exit_1(no_temporal_endpoint: str) -> None:

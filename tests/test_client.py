@@ -137,9 +137,15 @@ def test_server_validation_errors_are_flattened(client: LoomOSClient) -> None:
     assert err.message.startswith("status.0: Input should be 'SUBMITTED', ")
     assert "; limit: Input should be less than or equal to 1000" in err.message
 
+    for bad in ("Not_An_Id", "x?status=FAILED", "x#frag"):
+        with pytest.raises(LoomOSError) as caught:
+            client.get(bad)
+        assert caught.value.status_code == 422, bad
+        assert caught.value.message.startswith("job_id: String should match pattern")
     with pytest.raises(LoomOSError) as caught:
-        client.get("Not_An_Id")
-    assert caught.value.message.startswith("job_id: String should match pattern")
+        client.cancel("a/b")
+    assert (caught.value.status_code, caught.value.message) == (None, "invalid job id 'a/b'")
+    assert caught.value.is_bad_input
 
 
 def test_invalid_spec_is_rejected_locally_with_paths(tmp_path: Path) -> None:
