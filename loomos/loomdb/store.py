@@ -38,6 +38,7 @@ from loomos.loomdb.events import (
     AuditContext,
     Event,
     NewEvent,
+    Priority,
     SecurityContext,
     utcnow,
 )
@@ -83,7 +84,7 @@ def row_to_event(row: dict[str, Any]) -> Event:
         causation_id=row["causation_id"],
         context=AuditContext.model_construct(**{f: row[f] for f in AUDIT_FIELDS}),
         security=SecurityContext.model_construct(**{f: row[f] for f in SECURITY_FIELDS}),
-        tags=row["tags"], priority=row["priority"], data=row["data"], metadata=row["metadata"],
+        tags=row["tags"], priority=Priority(row["priority"]), data=row["data"], metadata=row["metadata"],
         retention_days=row["retention_days"], position=int(row["position"]),
         stream_version=int(row["stream_version"]), recorded_at=row["recorded_at"],
         schema_version=row["schema_version"], prev_hash=row["prev_hash"], hash=row["hash"],
