@@ -172,7 +172,8 @@ async def test_terminated_job_counts_as_failed(stack: Stack, http: httpx.AsyncCl
     assert jobs[0]["execution_status"] == "TERMINATED"
     await listed(http, f"user={user}&status=RUNNING", set())
     body = (await http.get(f"/api/v1/jobs/{job_id}")).json()
-    assert body["state"] == "FAILED"
+    assert (body["state"], body["error"]) == ("FAILED", "workflow terminated")
+    assert body["finished_at"] is not None
     r = await http.post(f"/api/v1/jobs/{job_id}/cancel")
     assert r.status_code == 409
     assert "already finished" in r.json()["detail"]

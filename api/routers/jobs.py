@@ -310,8 +310,14 @@ async def _job_status(
         if running:
             raise HTTPException(404, f"no job {job_id!r}") from err
         status = await _status_from_history(client, handle, desc)
-    # The workflow's own state is authoritative unless it was closed from outside.
-    status.state = effective_state(status.state.value, desc.status)
+    # The workflow's own state is authoritative unless it was closed from outside (terminated,
+    # timed out): then say so, since the workflow never recorded why it stopped.
+    closed_as = effective_state(status.state.value, desc.status)
+    if closed_as != status.state:
+        status.state = closed_as
+        status.finished_at = status.finished_at or desc.close_time
+        if desc.status is not None:
+            status.error = status.error or f"workflow {desc.status.name.lower()}"
     return status, desc
 
 
