@@ -567,18 +567,14 @@ def _is_weights_only_refusal(exc: BaseException) -> bool:
     )
 
 
-def load_latest_checkpoint(map_location: Any = None, *, weights_only: bool = True) -> dict[str, Any] | None:
-    """The newest checkpoint that loads, or None. Corrupt or partial files are skipped.
-
-    Every rank loads the same file (the directory must be shared between nodes, or use s3://).
-    Rank 0 records {"event": "resumed", "step": N} on the progress channel.
-    """
+def _load_newest(
+    store: CheckpointStore, map_location: Any, weights_only: bool
+) -> tuple[int, str, dict[str, Any]] | None:
     import torch
 
-    st = _get_state()
-    for step, name in st.store.checkpoints():
-        source = st.store.read(name)
+    for step, name in store.checkpoints():
         try:
+            source = store.read(name)
             obj = torch.load(
                 io.BytesIO(source) if isinstance(source, bytes) else source,
                 map_location=map_location,
@@ -589,21 +585,60 @@ def load_latest_checkpoint(map_location: Any = None, *, weights_only: bool = Tru
         except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError for bad files
             if _is_weights_only_refusal(exc):
                 raise
-            print(f"loomos: skipping unreadable checkpoint {st.store.uri(name)}: {exc}", file=sys.stderr)
+            print(f"loomos: skipping unreadable checkpoint {store.uri(name)}: {exc}", file=sys.stderr)
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("step"), int):
-            print(f"loomos: skipping {st.store.uri(name)}: not a LoomOS checkpoint dict", file=sys.stderr)
+            print(f"loomos: skipping {store.uri(name)}: not a LoomOS checkpoint dict", file=sys.stderr)
             continue
         if obj["step"] != step:
-            print(f"loomos: skipping {st.store.uri(name)}: holds step {obj['step']}", file=sys.stderr)
+            print(f"loomos: skipping {store.uri(name)}: holds step {obj['step']}", file=sys.stderr)
             continue
-        if st.channel is not None:
-            st.channel.event(
-                {"event": EVENT_RESUMED, "step": step, "uri": st.store.uri(name), "time": time.time()}
-            )
-        st.last_checkpoint_time = time.monotonic()
-        return obj
+        return step, name, obj
     return None
+
+
+def _step_range_over_ranks(step: int) -> tuple[int, int]:
+    """(min, max) of `step` over all ranks; (step, step) without a process group."""
+    st = _get_state()
+    import torch.distributed as dist
+
+    if st.ctx.world_size <= 1 or not dist.is_initialized():
+        return step, step
+    import torch
+
+    device = st.ctx.device if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([step, -step], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, neg_low = t.tolist()
+    return -neg_low, high
+
+
+def load_latest_checkpoint(map_location: Any = None, *, weights_only: bool = True) -> dict[str, Any] | None:
+    """The newest checkpoint that loads, or None. Corrupt or partial files are skipped.
+
+    Every rank loads the same file, so the location must be shared by all nodes (a shared
+    filesystem or s3://). With a process group initialised (init() does it) the ranks check
+    that they found the same step, and raise instead of training from different states.
+    Rank 0 records {"event": "resumed", "step": N} on the progress channel.
+    """
+    st = _get_state()
+    found = _load_newest(st.store, map_location, weights_only)
+    step = found[0] if found else -1
+    low, high = _step_range_over_ranks(step)
+    if low != high:
+        raise RuntimeError(
+            f"ranks found different checkpoints (steps {low} to {high}; -1 is none; this rank: {step} in "
+            f"{st.store.uri_root}): the checkpoint location is not shared by every node. Use a shared "
+            "directory or an s3:// checkpoint URI."
+        )
+    if found is None:
+        return None
+    _, name, obj = found
+    if st.channel is not None:
+        event = {"event": EVENT_RESUMED, "step": step, "uri": st.store.uri(name), "time": time.time()}
+        st.channel.event(event)
+    st.last_checkpoint_time = time.monotonic()
+    return obj
 
 
 def save_checkpoint(

@@ -321,3 +321,40 @@ def test_ranks_agree_on_stop_under_torchrun(tmp_path: Path) -> None:
     # Rank 0 saved the stop checkpoint although only rank 1 had been asked to stop.
     assert [p.name for p in (tmp_path / "ck").iterdir()] == ["ckpt-00000007.pt"]
     assert torch.load(tmp_path / "ck" / "ckpt-00000007.pt")["rank"] == 0
+
+
+UNSHARED_SCRIPT = textwrap.dedent(
+    """
+    import os
+    from loomos import train as loom
+
+    # Rank 1 looks at a directory of its own, as a second node with a node-local disk would.
+    if os.environ["RANK"] == "1":
+        os.environ[loom.ENV_CHECKPOINT_DIR] = os.environ[loom.ENV_CHECKPOINT_DIR] + "-other-node"
+    ctx = loom.init()
+    try:
+        loom.load_latest_checkpoint()
+    except RuntimeError as exc:
+        print(f"RANK{ctx.rank} REFUSED {exc}", flush=True)
+        raise SystemExit(3)
+    print(f"RANK{ctx.rank} LOADED", flush=True)
+    """
+)
+
+
+@pytest.mark.e2e
+def test_ranks_refuse_to_resume_from_different_checkpoints(tmp_path: Path) -> None:
+    script = tmp_path / "unshared.py"
+    script.write_text(UNSHARED_SCRIPT)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    torch.save({"step": 20, "w": torch.zeros(1)}, ck / "ckpt-00000020.pt")
+    env = {k: v for k, v in os.environ.items() if k not in LOOMOS_VARS}
+    env.update({loom.ENV_CHECKPOINT_DIR: str(ck), loom.ENV_JOB_ID: "unshared"})
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode != 0
+    assert "RANK0 REFUSED" in out.stdout and "RANK1 REFUSED" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "not shared by every node" in out.stdout and "LOADED" not in out.stdout
