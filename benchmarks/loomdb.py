@@ -9,7 +9,9 @@ Figures:
 - raw_copy_eps: the same rows (already hashed) written by a plain binary COPY (Postgres) or a
   plain executemany (SQLite) into a table of the same shape and indexes, same batches, same run;
 - batch_ratio = batch_append_eps / raw_copy_eps;
-- single_append_eps: one event per append() call, each committed;
+- single_append_eps: one event per append() call, each call returning after its commit, from
+  --writers concurrent threads (default 16); single_append_eps_1_writer: the same from one
+  thread, which is bounded by the disk's fsync latency (every commit waits for it);
 - query_p99_ms: type + time range + one nested data filter, limit 100, over >= --query-events
   events (default 1,000,000, appended through append_many);
 - subscribe_latency_p99_ms: from an append's commit to delivery to a live subscriber.
@@ -117,11 +119,22 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
         return len(prepared) / (time.perf_counter() - t0)
 
 
-def single_appends(store, n: int) -> float:
-    events = make_events(n, seed=7)
+def single_appends(store, n: int, writers: int) -> float:
+    """`writers` threads, each calling append() with one event at a time; every call returns
+    after its event is committed (concurrent calls share commits: group commit)."""
+    events = make_events(n, seed=7 + writers)
+    share = [events[w::writers] for w in range(writers)]
+
+    def run(mine: list[NewEvent]) -> None:
+        for e in mine:
+            store.append(e)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in share]
     t0 = time.perf_counter()
-    for e in events:
-        store.append(e)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return n / (time.perf_counter() - t0)
 
 
@@ -180,6 +193,7 @@ def main() -> None:
                                                     "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     ap.add_argument("--query-events", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--writers", type=int, default=16, help="threads for single_append_eps")
     args = ap.parse_args()
     batch_n = 50_000 if args.quick else 200_000
     single_n = 2_000 if args.quick else 10_000
@@ -207,8 +221,10 @@ def main() -> None:
         log("raw copy of the same rows")
         result["raw_copy_eps"] = round(raw_copy(store, first, batch_n, args.batch_size))
         result["batch_ratio"] = round(result["batch_append_eps"] / result["raw_copy_eps"], 3)
-        log(f"single appends: {single_n}")
-        result["single_append_eps"] = round(single_appends(store, single_n))
+        log(f"single appends: {single_n} from {args.writers} writers, then {single_n // 4} from one")
+        result["single_append_eps"] = round(single_appends(store, single_n, args.writers))
+        result["single_append_writers"] = args.writers
+        result["single_append_eps_1_writer"] = round(single_appends(store, single_n // 4, 1))
         started = datetime.now(UTC)
         need = args.query_events - store.head()[0]
         log(f"filling to {args.query_events} events ({need} more)")

@@ -37,10 +37,13 @@ def test_naive_bigserial_reader_skips_a_late_commit(pg_schema_url):
             c.close()
 
 
-def test_a_writer_cannot_overtake_an_uncommitted_append(store):
+def test_a_writer_cannot_overtake_an_uncommitted_append(store, store_url):
     """The same interleaving against LoomDB: while one append is in flight (positions assigned,
-    rows written, not committed), a second append waits, so no reader can see position 2
-    before position 1."""
+    not committed), an append from another process (another store on the same database) waits
+    on the database, so no reader can see position 2 before position 1."""
+    from loomos.loomdb import open_event_store
+
+    other = open_event_store(store_url)
     inside = threading.Event()
     release = threading.Event()
     original = store.backend.write
@@ -58,7 +61,7 @@ def test_a_writer_cannot_overtake_an_uncommitted_append(store):
     first.start()
     assert inside.wait(10)
     result: list[int] = []
-    second = threading.Thread(target=lambda: result.append(store.append(ev(2, "b"))))
+    second = threading.Thread(target=lambda: result.append(other.append(ev(2, "b"))))
     second.start()
     second.join(0.5)
     assert second.is_alive(), "the second writer must wait for the first one's commit"
@@ -67,7 +70,38 @@ def test_a_writer_cannot_overtake_an_uncommitted_append(store):
     first.join(10)
     second.join(10)
     assert [e.position for e in store.read(0)] == [1, 2] and result == [2]
-    assert calls == [1, 2]
+    assert calls == [1]
+    other.close()
+
+
+def test_concurrent_appends_share_commits_and_keep_their_own_checks(store):
+    """Group commit: many threads appending one event each; each call returns its own position,
+    a conflicting expected version fails only its own call."""
+    results: dict[int, int] = {}
+    conflicts: list[Exception] = []
+    store.append(ev(-1, "guarded"))
+
+    def one(i: int) -> None:
+        if i % 10 == 0:
+            try:
+                store.append(ev(i, "guarded"), expected_version=0)  # always stale: the stream exists
+            except Exception as exc:
+                conflicts.append(exc)
+            return
+        e = ev(i, f"t{i % 4}")
+        results[i] = store.append(e)
+        assert store.append(e) == results[i]  # a retry inside the race still dedupes
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(conflicts) == 6 and all("expected version 0" in str(c) for c in conflicts)
+    assert sorted(results.values()) == list(range(2, 56))
+    by_pos = {e.position: e.data["i"] for e in store.read(0)}
+    assert all(by_pos[p] == i for i, p in results.items())
+    assert store.verify().ok
 
 
 def test_many_concurrent_writers_and_a_naive_tailing_reader(store):
