@@ -9,9 +9,11 @@ after FastAPI has validated the request: bad input is a 422 even while Temporal 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -25,6 +27,7 @@ class TemporalUnavailable(Exception):
 
 # gRPC codes that mean "the server is not there (right now)", as opposed to a bad request.
 UNREACHABLE_CODES = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+CONNECT_TIMEOUT_S = 10.0
 
 
 class TemporalConnection:
@@ -56,16 +59,40 @@ class TemporalConnection:
             return self._client
         async with self._lock:
             if self._client is None:
-                try:
-                    self._client = await connect_temporal(self.settings)
-                except RPCError as err:
-                    raise self.unreachable(err.message) from err
-                except RuntimeError as err:
-                    # The SDK reports refused connections and bad namespaces as RuntimeError.
-                    raise self.unreachable(_short(str(err))) from err
+                client = await self._connect()
+                await self._check_namespace(client)
+                self._client = client
                 if self._state is not None:
-                    self._state.temporal = self._client
+                    self._state.temporal = client
             return self._client
+
+    async def _connect(self) -> Client:
+        try:
+            # A black-holed address would otherwise wait for the OS's TCP timeout (minutes).
+            return await asyncio.wait_for(connect_temporal(self.settings), CONNECT_TIMEOUT_S)
+        except TimeoutError as err:
+            raise self.unreachable(f"no answer within {CONNECT_TIMEOUT_S:g}s") from err
+        except RPCError as err:
+            raise self.unreachable(err.message) from err
+        except RuntimeError as err:
+            # The SDK reports refused connections as RuntimeError("Failed client connect: ...").
+            raise self.unreachable(_short(str(err))) from err
+
+    async def _check_namespace(self, client: Client) -> None:
+        # Without this, a mistyped namespace makes every job look unknown (404) instead of
+        # pointing at the configuration.
+        t = self.settings.temporal
+        try:
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=t.namespace), timeout=timedelta(seconds=CONNECT_TIMEOUT_S)
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise TemporalUnavailable(
+                    f"namespace {t.namespace!r} does not exist on Temporal at {t.address}: create it "
+                    "(`temporal operator namespace create`) or fix temporal.namespace / $TEMPORAL_NAMESPACE"
+                ) from err
+            raise self.unreachable(err.message) from err
 
 
 def _short(text: str) -> str:

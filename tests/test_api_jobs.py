@@ -395,3 +395,13 @@ async def test_logs_from_a_node_that_is_gone_is_503(stack: Stack, http: httpx.As
     r = await http.get(f"/api/v1/jobs/{job_id}/logs")
     assert r.status_code == 503, r.text
     assert r.json()["detail"].startswith("node gone-node did not answer within 10s")
+
+
+async def test_unknown_namespace_is_a_configuration_error_not_404(stack: Stack) -> None:
+    app = create_app(settings_for(stack.env.client, namespace="no-such-namespace"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://loomctl") as http:
+        r = await http.get("/api/v1/jobs/mnist-0badc0de")
+        assert r.status_code == 503
+        assert r.json()["detail"].startswith("namespace 'no-such-namespace' does not exist on Temporal at ")
+        health = (await http.get("/healthz")).json()
+        assert health["status"] == "degraded" and "no-such-namespace" in health["temporal"]["error"]
