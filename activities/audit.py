@@ -111,9 +111,13 @@ def attempt_cost(store: EventStore, batch: AuditBatch, end: AuditEvent) -> NewEv
         context={"user_id": batch.user, "cost_center": batch.team, "project_id": batch.job_id},
         tags=[f"team:{batch.team}"] if batch.team else [],
         data={
-            "amount_usd": round(amount, 6), "gpu_hours": round(slots * hours, 6),
-            "gpu_type": str(nodes[0].get("gpu_type", "unknown")), "team": batch.team, "job_id": batch.job_id,
-            "attempt": attempt, "outcome": end.event_type,
+            "amount_usd": round(amount, 6),
+            "gpu_hours": round(slots * hours, 6),
+            "gpu_type": str(nodes[0].get("gpu_type", "unknown")),
+            "team": batch.team,
+            "job_id": batch.job_id,
+            "attempt": attempt,
+            "outcome": end.event_type,
         },
         metadata={"source": "audit-activity", "seq": end.seq},
     )
@@ -127,8 +131,12 @@ class AuditActivities:
 
     def _record(self, batch: AuditBatch) -> list[int]:
         positions = self.store.append_many([to_new_event(batch, e) for e in batch.events])
-        costs = [c for e in batch.events if e.event_type in ATTEMPT_END_TYPES
-                 if (c := attempt_cost(self.store, batch, e)) is not None]
+        costs = [
+            c
+            for e in batch.events
+            if e.event_type in ATTEMPT_END_TYPES
+            if (c := attempt_cost(self.store, batch, e)) is not None
+        ]
         if costs:
             self.store.append_many(costs)
         return positions

@@ -41,8 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loomos.loomdb import EventQuery, NewEvent, open_event_store  # noqa: E402
 from loomos.loomdb.hashchain import EVENT_COLUMNS  # noqa: E402
 
-TYPES = ["model.training.checkpoint", "job.heartbeat", "data.read", "security.access.granted", "custom.metric",
-         "worker.stats", "job.log", "data.write", "model.evaluation.progress", "cost.sample"]
+TYPES = [
+    "model.training.checkpoint",
+    "job.heartbeat",
+    "data.read",
+    "security.access.granted",
+    "custom.metric",
+    "worker.stats",
+    "job.log",
+    "data.write",
+    "model.evaluation.progress",
+    "cost.sample",
+]
 GPU_TYPES = ["H100", "A100", "L4", "T4"]
 
 
@@ -55,17 +65,31 @@ def make_events(n: int, seed: int) -> list[NewEvent]:
     out = []
     for i in range(n):
         etype = TYPES[i % len(TYPES)]
-        data = {"step": i, "loss": round(rnd.random(), 6), "job_id": f"j{i % 500}",
-                "hardware_config": {"gpu_count": rnd.randint(1, 8), "gpu_type": rnd.choice(GPU_TYPES)}}
+        data = {
+            "step": i,
+            "loss": round(rnd.random(), 6),
+            "job_id": f"j{i % 500}",
+            "hardware_config": {"gpu_count": rnd.randint(1, 8), "gpu_type": rnd.choice(GPU_TYPES)},
+        }
         if etype == "model.training.checkpoint":
             data["uri"] = f"s3://ckpt/j{i % 500}/{i}"
-        out.append(NewEvent.model_construct(
-            event_id=uuid.UUID(int=rnd.getrandbits(128), version=4), event_type=etype, stream_id=f"job-{i % 500}",
-            occurred_at=datetime.now(UTC), correlation_id=None, causation_id=None,
-            context=NewEvent.model_fields["context"].default_factory(),
-            security=NewEvent.model_fields["security"].default_factory(),
-            tags=["bench"], priority="normal", data=data, metadata={}, retention_days=None,
-        ))
+        out.append(
+            NewEvent.model_construct(
+                event_id=uuid.UUID(int=rnd.getrandbits(128), version=4),
+                event_type=etype,
+                stream_id=f"job-{i % 500}",
+                occurred_at=datetime.now(UTC),
+                correlation_id=None,
+                causation_id=None,
+                context=NewEvent.model_fields["context"].default_factory(),
+                security=NewEvent.model_fields["security"].default_factory(),
+                tags=["bench"],
+                priority="normal",
+                data=data,
+                metadata={},
+                retention_days=None,
+            )
+        )
     return out
 
 
@@ -77,15 +101,20 @@ def pg_url(base: str, schema: str) -> str:
 def batch_append(store, events: list[NewEvent], batch_size: int) -> float:
     t0 = time.perf_counter()
     for i in range(0, len(events), batch_size):
-        store.append_many(events[i: i + batch_size])
+        store.append_many(events[i : i + batch_size])
     return len(events) / (time.perf_counter() - t0)
 
 
 def raw_copy(store, first: int, count: int, batch_size: int) -> float:
     """Copy the rows LoomDB just wrote (hashes included) with no LoomDB logic in the way."""
     with store._read() as cur:
-        cur.execute(store._sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM loomdb_events WHERE position >= %s "
-                               "ORDER BY position LIMIT %s"), [first, count])
+        cur.execute(
+            store._sql(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM loomdb_events WHERE position >= %s "
+                "ORDER BY position LIMIT %s"
+            ),
+            [first, count],
+        )
         rows = [store.backend.py_row(r) for r in cur.fetchall()]
     prepared = [store.backend.db_row(r) for r in rows]
     if store.dialect == "postgresql":
@@ -93,15 +122,19 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
 
         with store._cursor() as (conn, cur):
             # Same columns, indexes and (monthly) partitioning as the event table.
-            cur.execute("CREATE TABLE bench_raw (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING INDEXES) "
-                        "PARTITION BY RANGE (recorded_at)")
+            cur.execute(
+                "CREATE TABLE bench_raw (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING INDEXES) "
+                "PARTITION BY RANGE (recorded_at)"
+            )
             cur.execute("CREATE TABLE bench_raw_p PARTITION OF bench_raw DEFAULT")
             conn.commit()
             t0 = time.perf_counter()
             for i in range(0, len(prepared), batch_size):
-                with cur.copy(f"COPY bench_raw ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as cp:
+                with cur.copy(
+                    f"COPY bench_raw ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+                ) as cp:
                     cp.set_types(_COPY_TYPES)
-                    for r in prepared[i: i + batch_size]:
+                    for r in prepared[i : i + batch_size]:
                         cp.write_row(r)
                 conn.commit()
             return len(prepared) / (time.perf_counter() - t0)
@@ -110,11 +143,12 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
         cur.execute(cur.fetchone()[0].replace("loomdb_events", "bench_raw", 1))
         cur.execute("CREATE INDEX bench_raw_t ON bench_raw (event_type, recorded_at, position)")
         cur.execute("CREATE INDEX bench_raw_r ON bench_raw (recorded_at)")
-        sql = f"INSERT INTO bench_raw ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+        marks = ", ".join("?" * len(EVENT_COLUMNS))
+        sql = f"INSERT INTO bench_raw ({', '.join(EVENT_COLUMNS)}) VALUES ({marks})"
         t0 = time.perf_counter()
         for i in range(0, len(prepared), batch_size):
             cur.execute("BEGIN IMMEDIATE")
-            cur.executemany(sql, prepared[i: i + batch_size])
+            cur.executemany(sql, prepared[i : i + batch_size])
             cur.execute("COMMIT")
         return len(prepared) / (time.perf_counter() - t0)
 
@@ -144,8 +178,13 @@ def query_p99(store, started: datetime, ended: datetime, runs: int) -> tuple[flo
     times, hits = [], 0
     for _ in range(runs):
         a = started + timedelta(seconds=rnd.random() * span * 0.9)
-        q = EventQuery(event_types=[rnd.choice(TYPES)], start=a, end=a + timedelta(seconds=span * 0.1),
-                       filters=[f"data.hardware_config.gpu_count >= {rnd.randint(2, 7)}"], limit=100)
+        q = EventQuery(
+            event_types=[rnd.choice(TYPES)],
+            start=a,
+            end=a + timedelta(seconds=span * 0.1),
+            filters=[f"data.hardware_config.gpu_count >= {rnd.randint(2, 7)}"],
+            limit=100,
+        )
         t0 = time.perf_counter()
         page = store.query(q)
         times.append((time.perf_counter() - t0) * 1000)
@@ -158,7 +197,9 @@ async def subscribe_latency(store, n: int, interval: float) -> tuple[float, floa
     committed: dict[int, float] = {}
     received: dict[int, float] = {}
     start_pos = store.head()[0]
-    sub = store.subscribe(from_position=start_pos, poll_interval=1.0 if store.dialect == "postgresql" else 0.005)
+    sub = store.subscribe(
+        from_position=start_pos, poll_interval=1.0 if store.dialect == "postgresql" else 0.005
+    )
 
     async def consume() -> None:
         async for batch in sub:
@@ -189,8 +230,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=["postgres", "sqlite"], required=True)
     ap.add_argument("--quick", action="store_true", help="smaller runs (CI-sized machines)")
-    ap.add_argument("--url", default=os.environ.get("LOOMOS_TEST_POSTGRES_URL",
-                                                    "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument(
+        "--url",
+        default=os.environ.get(
+            "LOOMOS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
     ap.add_argument("--query-events", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--writers", type=int, default=16, help="threads for single_append_eps")
@@ -233,7 +278,7 @@ def main() -> None:
             k = min(chunk, need)
             evs = make_events(k, seed=need)
             for i in range(0, k, args.batch_size):
-                store.append_many(evs[i: i + args.batch_size])
+                store.append_many(evs[i : i + args.batch_size])
             need -= k
         ended = datetime.now(UTC)
         if args.backend == "postgres":
@@ -243,7 +288,11 @@ def main() -> None:
         result["query_events"] = store.head()[0]
         log("queries")
         p99, p50, hits = query_p99(store, started - timedelta(seconds=60), ended, 300)
-        result["query_p99_ms"], result["query_p50_ms"], result["query_avg_hits"] = round(p99, 2), round(p50, 2), hits
+        result["query_p99_ms"], result["query_p50_ms"], result["query_avg_hits"] = (
+            round(p99, 2),
+            round(p50, 2),
+            hits,
+        )
         log(f"subscribe latency: {latency_n} appends")
         p99, p50 = asyncio.run(subscribe_latency(store, latency_n, 0.005))
         result["subscribe_latency_p99_ms"], result["subscribe_latency_p50_ms"] = round(p99, 2), round(p50, 2)

@@ -47,14 +47,19 @@ def _errors() -> Iterator[None]:
     except (LoomDBError, ConfigError) as exc:
         raise _fail(str(exc)) from None
     except ValidationError as exc:
-        raise _fail("; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()
-        )) from None
+        raise _fail(
+            "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+        ) from None
     except (SQLAlchemyError, OSError) as exc:
         raise _fail(f"cannot use LoomDB: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # psycopg errors and friends, without a traceback
         if type(exc).__module__.startswith("psycopg"):
-            raise _fail(f"cannot use LoomDB: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise _fail(
+                f"cannot use LoomDB: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
         raise
 
 
@@ -74,8 +79,9 @@ def _when(value: str | None, name: str) -> datetime | None:
     try:
         ts = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00:00Z)",
-                                 param_hint=name) from None
+        raise typer.BadParameter(
+            f"{value!r} is not an ISO 8601 time (e.g. 2026-11-01T00:00:00Z)", param_hint=name
+        ) from None
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
@@ -89,14 +95,23 @@ def _events_table(events: list[Any]) -> Table:
     for col in ("pos", "recorded", "type", "stream", "v", "user", "data"):
         t.add_column(col, overflow="fold")
     for e in events:
-        t.add_row(str(e.position), e.recorded_at.strftime("%Y-%m-%d %H:%M:%S"), e.event_type, e.stream_id,
-                  str(e.stream_version), e.context.user_id or "", _short(e.data))
+        t.add_row(
+            str(e.position),
+            e.recorded_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.event_type,
+            e.stream_id,
+            str(e.stream_version),
+            e.context.user_id or "",
+            _short(e.data),
+        )
     return t
 
 
 @events_app.command("query")
 def query(
-    event_type: list[str] = typer.Option([], "--type", "-t", help="event type or prefix (data.*); repeatable"),
+    event_type: list[str] = typer.Option(
+        [], "--type", "-t", help="event type or prefix (data.*); repeatable"
+    ),
     stream: str | None = typer.Option(None, "--stream", help="only this stream"),
     since: str | None = typer.Option(None, help="from this time (ISO 8601; UTC if no zone)"),
     until: str | None = typer.Option(None, help="before this time"),
@@ -113,8 +128,16 @@ def query(
     if order not in ("asc", "desc"):
         raise typer.BadParameter("must be asc or desc", param_hint="--order")
     with _errors():
-        q = EventQuery(event_types=event_type, stream_id=stream, start=_when(since, "--since"),
-                       end=_when(until, "--until"), filters=filters, order=order, limit=limit, cursor=cursor)
+        q = EventQuery(
+            event_types=event_type,
+            stream_id=stream,
+            start=_when(since, "--since"),
+            end=_when(until, "--until"),
+            filters=filters,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+        )
         store = _store(db_url)
         page = store.query(q)
     if as_json:
@@ -132,8 +155,12 @@ def query(
 def tail(
     event_type: list[str] = typer.Option([], "--type", "-t"),
     filters: list[str] = typer.Option([], "--filter", "-f"),
-    from_position: int | None = typer.Option(None, min=0, help="start after this position (default: the head)"),
-    consumer: str | None = typer.Option(None, help="named consumer: resume after its last acknowledged event"),
+    from_position: int | None = typer.Option(
+        None, min=0, help="start after this position (default: the head)"
+    ),
+    consumer: str | None = typer.Option(
+        None, help="named consumer: resume after its last acknowledged event"
+    ),
     count: int | None = typer.Option(None, min=1, help="stop after this many events"),
     as_json: bool = typer.Option(False, "--json"),
     db_url: str | None = typer.Option(None, help=DB_URL_HELP),
@@ -156,9 +183,11 @@ def tail(
                         if as_json:
                             print(e.model_dump_json(), flush=True)
                         else:
-                            console.print(f"[bold]{e.position}[/bold] {e.recorded_at:%H:%M:%S} "
-                                          f"[cyan]{e.event_type}[/cyan] {e.stream_id} {_short(e.data, 100)}",
-                                          highlight=False)
+                            console.print(
+                                f"[bold]{e.position}[/bold] {e.recorded_at:%H:%M:%S} "
+                                f"[cyan]{e.event_type}[/cyan] {e.stream_id} {_short(e.data, 100)}",
+                                highlight=False,
+                            )
                         seen += 1
                         if count is not None and seen >= count:
                             if consumer:
@@ -187,14 +216,19 @@ def verify(
     if as_json:
         print(json.dumps(report.as_dict()))
     elif report.ok:
-        console.print(f"[green]ok[/green]: {report.checked} events verified "
-                      f"(positions {report.first_position}..{report.last_position}, "
-                      f"{report.archives_checked} archived periods linked); head {report.head_hash}")
+        console.print(
+            f"[green]ok[/green]: {report.checked} events verified "
+            f"(positions {report.first_position}..{report.last_position}, "
+            f"{report.archives_checked} archived periods linked); head {report.head_hash}"
+        )
     else:
         p = report.problem
         assert p is not None
-        console.print(f"[red]TAMPERED[/red]: first {p.kind} event at position {p.position}: {p.detail} "
-                      f"({report.checked} events verified before it)", highlight=False)
+        console.print(
+            f"[red]TAMPERED[/red]: first {p.kind} event at position {p.position}: {p.detail} "
+            f"({report.checked} events verified before it)",
+            highlight=False,
+        )
     if not report.ok:
         raise typer.Exit(1)
 
@@ -228,8 +262,14 @@ def report(
         for col in ("pos", "when", "user", "type", "resource", "reason"):
             d.add_column(col)
         for r in data["denials"]:
-            d.add_row(str(r["position"]), r["occurred_at"], r["user_id"] or "-", r["event_type"], r["stream_id"],
-                      r["reason"] or "")
+            d.add_row(
+                str(r["position"]),
+                r["occurred_at"],
+                r["user_id"] or "-",
+                r["event_type"],
+                r["stream_id"],
+                r["reason"] or "",
+            )
         console.print(d)
         c = Table(title="Data access by classification")
         for col in ("classification", "events", "users"):

@@ -65,14 +65,30 @@ StoreDep = Annotated[EventStore, Depends(get_event_store)]
 
 
 def _event_query(
-    store: EventStore, event_type: list[str], stream_id: str | None, start: datetime | None, end: datetime | None,
-    time_field: str, filters: list[str], order: str, limit: int, cursor: str | None,
+    store: EventStore,
+    event_type: list[str],
+    stream_id: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    time_field: str,
+    filters: list[str],
+    order: str,
+    limit: int,
+    cursor: str | None,
     after_position: int | None,
 ) -> EventQuery:
     try:
         q = EventQuery(
-            event_types=event_type, stream_id=stream_id, start=start, end=end, time_field=time_field,
-            filters=filters, order=order, limit=limit, cursor=cursor, after_position=after_position,
+            event_types=event_type,
+            stream_id=stream_id,
+            start=start,
+            end=end,
+            time_field=time_field,
+            filters=filters,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+            after_position=after_position,
         )
         SqlBuilder(store.backend).query(q)  # compile now: bad paths and cursors fail before any I/O
     except ValidationError as exc:
@@ -124,7 +140,9 @@ async def stream_events(
     event_type: Annotated[list[str], Query()] = [],  # noqa: B006
     stream_id: str | None = None,
     filter: Annotated[list[str], Query()] = [],  # noqa: B006
-    from_position: Annotated[int | None, Query(ge=0, description="exclusive; default: from the start")] = None,
+    from_position: Annotated[
+        int | None, Query(ge=0, description="exclusive; default: from the start")
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Server-Sent Events: catch-up, then live. Each SSE id is the event's position, so a client
@@ -165,8 +183,9 @@ class AppendResponse(BaseModel):
 async def append_event(body: AppendRequest, store: StoreDep) -> AppendResponse:
     if body.event_type.startswith(RESERVED_PREFIXES):
         raise HTTPException(
-            400, f"event type {body.event_type!r} is reserved for LoomOS itself "
-                 f"(reserved prefixes: {', '.join(RESERVED_PREFIXES)})"
+            400,
+            f"event type {body.event_type!r} is reserved for LoomOS itself "
+            f"(reserved prefixes: {', '.join(RESERVED_PREFIXES)})",
         )
     if body.expected_version is not None and body.expected_version < 0:
         raise HTTPException(400, "expected_version must be 0 (no stream yet) or a positive version")

@@ -13,7 +13,21 @@ from loomos.loomdb.query import EventQuery, Filter
 from loomos.loomdb.store import EventStore, QueryPage, SubscriptionBatch, open_event_store
 
 __all__ = [
-    "AuditContext", "ConcurrencyError", "Event", "EventQuery", "EventStore", "Filter", "InvalidEvent",
-    "LoomDBError", "NewEvent", "Priority", "QueryError", "QueryPage", "RetentionError", "SchemaError",
-    "SecurityContext", "SubscriptionBatch", "open_event_store",
+    "AuditContext",
+    "ConcurrencyError",
+    "Event",
+    "EventQuery",
+    "EventStore",
+    "Filter",
+    "InvalidEvent",
+    "LoomDBError",
+    "NewEvent",
+    "Priority",
+    "QueryError",
+    "QueryPage",
+    "RetentionError",
+    "SchemaError",
+    "SecurityContext",
+    "SubscriptionBatch",
+    "open_event_store",
 ]

@@ -69,7 +69,13 @@ def success_rate(
     # Parameters in textual order: group expression, success list, type list, range.
     rows = _fetch(store, sql, [*gparams, *SUCCESS_TYPES, *types, *rparams])
     return [
-        {"month": m, "group": g, "succeeded": int(s), "runs": int(n), "success_rate": round(int(s) / int(n), 4)}
+        {
+            "month": m,
+            "group": g,
+            "succeeded": int(s),
+            "runs": int(n),
+            "success_rate": round(int(s) / int(n), 4),
+        }
         for m, g, s, n in rows
     ]
 
@@ -90,7 +96,12 @@ def cost_by(
     )
     rows = _fetch(store, sql, [*gparams, *aparams, *hparams, COST_TYPE, *rparams])
     return [
-        {dimension: g, "amount_usd": round(float(a or 0), 6), "gpu_hours": round(float(h or 0), 6), "records": int(n)}
+        {
+            dimension: g,
+            "amount_usd": round(float(a or 0), 6),
+            "gpu_hours": round(float(h or 0), 6),
+            "records": int(n),
+        }
         for g, a, h, n in rows
     ]
 
@@ -123,16 +134,27 @@ def compliance_report(store: Any, start: datetime, end: datetime) -> dict[str, A
     )
     ts = _ts_text
     return {
-        "start": ts(start), "end": ts(end),
-        "totals": {"events": sum(int(r[2]) for r in who), "users": len({r[0] for r in who if r[0]}),
-                   "denials": len(denials)},
+        "start": ts(start),
+        "end": ts(end),
+        "totals": {
+            "events": sum(int(r[2]) for r in who),
+            "users": len({r[0] for r in who if r[0]}),
+            "denials": len(denials),
+        },
         "access_audit": [
             {"user_id": u or None, "event_type": t, "count": int(n), "first": ts(a), "last": ts(b)}
             for u, t, n, a, b in who
         ],
         "denials": [
-            {"position": int(p), "occurred_at": ts(o), "user_id": u or None, "event_type": t, "stream_id": s,
-             "source_ip": ip, "reason": r}
+            {
+                "position": int(p),
+                "occurred_at": ts(o),
+                "user_id": u or None,
+                "event_type": t,
+                "stream_id": s,
+                "source_ip": ip,
+                "reason": r,
+            }
             for p, o, u, t, s, ip, r in denials
         ],
         "data_access_by_classification": [
@@ -151,8 +173,21 @@ def _ts_text(v: Any) -> str | None:
     return iso(v)
 
 
-CSV_COLUMNS = ("section", "user_id", "event_type", "data_classification", "count", "users", "first", "last",
-               "position", "occurred_at", "stream_id", "source_ip", "reason")
+CSV_COLUMNS = (
+    "section",
+    "user_id",
+    "event_type",
+    "data_classification",
+    "count",
+    "users",
+    "first",
+    "last",
+    "position",
+    "occurred_at",
+    "stream_id",
+    "source_ip",
+    "reason",
+)
 
 
 def _cell(v: Any) -> Any:

@@ -18,10 +18,36 @@ from loomos.loomdb.hashchain import EVENT_COLUMNS
 JSON_COLUMNS = frozenset({"roles", "tags", "data", "metadata"})
 COPY_THRESHOLD = 200  # below this, a multi-row INSERT is cheaper than setting up COPY
 _COPY_TYPES = [
-    "int8", "uuid", "text", "text", "text", "int8", "timestamptz", "timestamptz", "text", "text",
-    "text", "text", "text", "text", "text", "text", "text", "text",
-    "text", "jsonb", "text", "text", "text",
-    "jsonb", "text", "jsonb", "jsonb", "int4", "text", "text",
+    "int8",
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "int8",
+    "timestamptz",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "text",
+    "text",
+    "text",
+    "jsonb",
+    "text",
+    "jsonb",
+    "jsonb",
+    "int4",
+    "text",
+    "text",
 ]
 assert len(_COPY_TYPES) == len(EVENT_COLUMNS)
 _COPY_SQL = f"COPY loomdb_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
@@ -97,17 +123,28 @@ class PostgresBackend:
             c_head.execute("SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE")
             # One text literal instead of a uuid[] adapted element by element: much cheaper for
             # large batches, and the ids are UUID objects (no quoting issue).
-            c_ids.execute("SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s::uuid[])",
-                          ("{" + ",".join(map(str, ids)) + "}",))
-            c_streams.execute("SELECT stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s)",
-                              (stream_ids,))
+            c_ids.execute(
+                "SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s::uuid[])",
+                ("{" + ",".join(map(str, ids)) + "}",),
+            )
+            c_streams.execute(
+                "SELECT stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s)", (stream_ids,)
+            )
         pos, h, ts = c_head.fetchone()
         existing = {e: int(p) for e, p in c_ids.fetchall()}
         versions = {sid: int(v) for sid, v in c_streams.fetchall()}
         return (int(pos), h, ts), existing, versions
 
-    def write(self, cur: Any, rows: list[dict[str, Any]], streams: dict[str, tuple[int, int]],
-              position: int, h: str, recorded_at: datetime, commit: bool) -> None:
+    def write(
+        self,
+        cur: Any,
+        rows: list[dict[str, Any]],
+        streams: dict[str, tuple[int, int]],
+        position: int,
+        h: str,
+        recorded_at: datetime,
+        commit: bool,
+    ) -> None:
         """Rows, stream versions, head and NOTIFY (and the commit) in one round trip, after a
         COPY for large batches (COPY cannot run in pipeline mode)."""
         conn = cur.connection
@@ -165,8 +202,10 @@ class PostgresBackend:
 
     def _create(self, cur: Any, start: datetime) -> None:
         name = partition_name(start)
-        cur.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace",
-                    [name])
+        cur.execute(
+            "SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace",
+            [name],
+        )
         if cur.fetchone() is None:
             # The name and bounds are built from two integers, never from input.
             cur.execute(
@@ -209,8 +248,10 @@ class PostgresBackend:
         )
 
     def save_head(self, cur: Any, position: int, h: str, recorded_at: datetime) -> None:
-        cur.execute("UPDATE loomdb_head SET position = %s, hash = %s, recorded_at = %s WHERE id = 1",
-                    (position, h, recorded_at))
+        cur.execute(
+            "UPDATE loomdb_head SET position = %s, hash = %s, recorded_at = %s WHERE id = 1",
+            (position, h, recorded_at),
+        )
 
     def notify(self, cur: Any, position: int) -> None:
         # Delivered at commit, only if the transaction commits: a wake-up, never the data.
@@ -237,8 +278,10 @@ class PostgresBackend:
         if op == "!=":
             return f"({column} #> %s) <> %s", [keys, Jsonb(value)]
         kind = "number" if isinstance(value, int | float) else "string"
-        return (f"(jsonb_typeof({column} #> %s) = '{kind}' AND ({column} #> %s) {op} %s)",
-                [keys, keys, Jsonb(value)])
+        return (
+            f"(jsonb_typeof({column} #> %s) = '{kind}' AND ({column} #> %s) {op} %s)",
+            [keys, keys, Jsonb(value)],
+        )
 
     def month_of(self, column: str) -> str:
         return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM')"

@@ -86,7 +86,8 @@ class SqliteBackend:
         for i in range(0, len(ids), 500):
             chunk = [str(x) for x in ids[i : i + 500]]
             cur.execute(
-                f"SELECT event_id, position FROM loomdb_events WHERE event_id IN ({','.join('?' * len(chunk))})",
+                "SELECT event_id, position FROM loomdb_events "
+                f"WHERE event_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
             found.update({uuid.UUID(e): int(p) for e, p in cur.fetchall()})
@@ -97,7 +98,8 @@ class SqliteBackend:
         for i in range(0, len(stream_ids), 500):
             chunk = stream_ids[i : i + 500]
             cur.execute(
-                f"SELECT stream_id, version FROM loomdb_streams WHERE stream_id IN ({','.join('?' * len(chunk))})",
+                "SELECT stream_id, version FROM loomdb_streams "
+                f"WHERE stream_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
             found.update({s: int(v) for s, v in cur.fetchall()})
@@ -111,8 +113,16 @@ class SqliteBackend:
     ) -> tuple[tuple[int, str, datetime], dict[uuid.UUID, int], dict[str, int]]:
         return self.lock_head(cur), self.existing_ids(cur, ids), self.stream_versions(cur, stream_ids)
 
-    def write(self, cur: Any, rows: list[dict[str, Any]], streams: dict[str, tuple[int, int]],
-              position: int, h: str, recorded_at: datetime, commit: bool) -> None:
+    def write(
+        self,
+        cur: Any,
+        rows: list[dict[str, Any]],
+        streams: dict[str, tuple[int, int]],
+        position: int,
+        h: str,
+        recorded_at: datetime,
+        commit: bool,
+    ) -> None:
         """The caller commits (one local transaction, no round trips to save)."""
         self.insert_events(cur, rows)
         self.save_streams(cur, streams)
@@ -127,8 +137,10 @@ class SqliteBackend:
         )
 
     def save_head(self, cur: Any, position: int, h: str, recorded_at: datetime) -> None:
-        cur.execute("UPDATE loomdb_head SET position = ?, hash = ?, recorded_at = ? WHERE id = 1",
-                    (position, h, iso(recorded_at)))
+        cur.execute(
+            "UPDATE loomdb_head SET position = ?, hash = ?, recorded_at = ? WHERE id = 1",
+            (position, h, iso(recorded_at)),
+        )
 
     def notify(self, cur: Any, position: int) -> None:
         """SQLite subscribers poll; nothing to wake."""
@@ -166,8 +178,10 @@ class SqliteBackend:
                 return f"COALESCE(json_type({column}, ?), 'missing') <> 'null'", [path]
             return f"json_extract({column}, ?) {'=' if op == '=' else '<>'} ?", [path, self._scalar(value)]
         kinds = "('integer','real')" if isinstance(value, int | float) else "('text')"
-        return (f"(json_type({column}, ?) IN {kinds} AND json_extract({column}, ?) {op} ?)",
-                [path, path, self._scalar(value)])
+        return (
+            f"(json_type({column}, ?) IN {kinds} AND json_extract({column}, ?) {op} ?)",
+            [path, path, self._scalar(value)],
+        )
 
     def month_of(self, column: str) -> str:
         return f"substr({column}, 1, 7)"
@@ -181,4 +195,4 @@ class SqliteBackend:
     @staticmethod
     def _path(keys: list[str]) -> str:
         # Keys are validated to [A-Za-z0-9_-] before they get here; quoting keeps '-' literal.
-        return "$" + "".join(f'[{k}]' if k.isdigit() else f'."{k}"' for k in keys)
+        return "$" + "".join(f"[{k}]" if k.isdigit() else f'."{k}"' for k in keys)

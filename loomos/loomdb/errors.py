@@ -25,9 +25,7 @@ class ConcurrencyError(LoomDBError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"stream {stream_id!r}: expected version {expected}, but it is at version {actual}"
-        )
+        super().__init__(f"stream {stream_id!r}: expected version {expected}, but it is at version {actual}")
 
 
 class SchemaError(LoomDBError):

@@ -20,12 +20,35 @@ from loomos.loomdb.events import GENESIS_HASH
 
 # Every stored column except `hash` itself, in a fixed order.
 HASHED_COLUMNS: tuple[str, ...] = (
-    "position", "event_id", "event_type", "schema_version", "stream_id", "stream_version",
-    "occurred_at", "recorded_at", "correlation_id", "causation_id",
-    "user_id", "session_id", "request_id", "source_ip", "user_agent", "compliance_level",
-    "cost_center", "project_id",
-    "authentication_method", "roles", "access_level", "data_classification", "geographic_restriction",
-    "tags", "priority", "data", "metadata", "retention_days", "prev_hash",
+    "position",
+    "event_id",
+    "event_type",
+    "schema_version",
+    "stream_id",
+    "stream_version",
+    "occurred_at",
+    "recorded_at",
+    "correlation_id",
+    "causation_id",
+    "user_id",
+    "session_id",
+    "request_id",
+    "source_ip",
+    "user_agent",
+    "compliance_level",
+    "cost_center",
+    "project_id",
+    "authentication_method",
+    "roles",
+    "access_level",
+    "data_classification",
+    "geographic_restriction",
+    "tags",
+    "priority",
+    "data",
+    "metadata",
+    "retention_days",
+    "prev_hash",
 )
 EVENT_COLUMNS: tuple[str, ...] = (*HASHED_COLUMNS, "hash")
 
@@ -125,10 +148,14 @@ class VerifyReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "checked": self.checked, "first_position": self.first_position,
-            "last_position": self.last_position, "head_hash": self.head_hash,
+            "ok": self.ok,
+            "checked": self.checked,
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+            "head_hash": self.head_hash,
             "archives_checked": self.archives_checked,
-            "problem": None if self.problem is None else vars(self.problem), "notes": self.notes,
+            "problem": None if self.problem is None else vars(self.problem),
+            "notes": self.notes,
         }
 
 
@@ -161,15 +188,22 @@ class ChainWalker:
             return False
         if pos > self.next_position:
             if row["prev_hash"] == self.prev_hash:
-                r.fail(self.next_position, "inserted",
-                       f"position {pos} claims to follow position {self.next_position - 1} directly")
+                r.fail(
+                    self.next_position,
+                    "inserted",
+                    f"position {pos} claims to follow position {self.next_position - 1} directly",
+                )
             else:
-                r.fail(self.next_position, "deleted",
-                       f"positions {self.next_position}..{pos - 1} are missing")
+                r.fail(
+                    self.next_position, "deleted", f"positions {self.next_position}..{pos - 1} are missing"
+                )
             return False
         if row["prev_hash"] != self.prev_hash:
-            r.fail(pos, "inserted" if self.prev_prev_hash == row["prev_hash"] else "altered",
-                   f"position {pos}: prev_hash does not link to position {pos - 1}")
+            r.fail(
+                pos,
+                "inserted" if self.prev_prev_hash == row["prev_hash"] else "altered",
+                f"position {pos}: prev_hash does not link to position {pos - 1}",
+            )
             return False
         if r.first_position is None:
             r.first_position = pos

@@ -23,10 +23,20 @@ from loomos.loomdb.events import AUDIT_FIELDS, EVENT_TYPE_PATTERN, SECURITY_FIEL
 
 OPERATORS = ("=", "!=", ">=", "<=", ">", "<", "contains", "exists")
 _KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TEXT_COLUMNS = frozenset({
-    "event_type", "stream_id", "schema_version", "correlation_id", "causation_id", "priority",
-    "prev_hash", "hash", *(f for f in AUDIT_FIELDS), *(f for f in SECURITY_FIELDS if f != "roles"),
-})
+TEXT_COLUMNS = frozenset(
+    {
+        "event_type",
+        "stream_id",
+        "schema_version",
+        "correlation_id",
+        "causation_id",
+        "priority",
+        "prev_hash",
+        "hash",
+        *(f for f in AUDIT_FIELDS),
+        *(f for f in SECURITY_FIELDS if f != "roles"),
+    }
+)
 INT_COLUMNS = frozenset({"position", "stream_version", "retention_days"})
 TIME_COLUMNS = frozenset({"occurred_at", "recorded_at"})
 JSON_ARRAY_COLUMNS = frozenset({"tags", "roles"})
@@ -98,7 +108,8 @@ def resolve_path(path: str) -> ResolvedPath:
             return ResolvedPath(kind="array", column=head)
     raise QueryError(
         f"unknown path {path!r}: use a column (event_type, stream_id, position, occurred_at, tags, ...), "
-        f"context.<{'|'.join(AUDIT_FIELDS)}>, security.<{'|'.join(SECURITY_FIELDS)}>, data.<path> or metadata.<path>"
+        f"context.<{'|'.join(AUDIT_FIELDS)}>, security.<{'|'.join(SECURITY_FIELDS)}>, "
+        "data.<path> or metadata.<path>"
     )
 
 
@@ -218,8 +229,9 @@ class SqlBuilder:
                 self._check_scalar(f)
                 self.add(*self.b.json_contains(rp.column, rp.keys, f.value))
             else:
-                if op not in ("=", "!=") and not (isinstance(f.value, int | float | str)
-                                                   and not isinstance(f.value, bool)):
+                if op not in ("=", "!=") and not (
+                    isinstance(f.value, int | float | str) and not isinstance(f.value, bool)
+                ):
                     raise QueryError(f"filter on {f.path}: {op} needs a number or a string")
                 self.add(*self.b.json_compare(rp.column, rp.keys, op, f.value))
             return

@@ -62,7 +62,9 @@ class RetentionPolicy(BaseModel):
             raise ValueError("compress_after_days must not exceed archive_after_days")
         scheme = urlparse(self.archive_uri).scheme
         if scheme not in ("file", "s3"):
-            raise ValueError(f"archive_uri must be file:///dir or s3://bucket/prefix, not {self.archive_uri!r}")
+            raise ValueError(
+                f"archive_uri must be file:///dir or s3://bucket/prefix, not {self.archive_uri!r}"
+            )
         if scheme == "s3" and not urlparse(self.archive_uri).netloc:
             raise ValueError("archive_uri s3:// needs a bucket")
         return self
@@ -73,8 +75,11 @@ class RetentionPolicy(BaseModel):
         if row.get("retention_days"):
             return int(row["retention_days"])
         etype = row["event_type"]
-        specific = [d for t, d in self.per_type.items()
-                    if t == etype or (t.endswith(".*") and etype.startswith(t[:-1]))]
+        specific = [
+            d
+            for t, d in self.per_type.items()
+            if t == etype or (t.endswith(".*") and etype.startswith(t[:-1]))
+        ]
         level = row.get("compliance_level")
         if level and level in self.per_compliance_level:
             specific.append(self.per_compliance_level[level])
@@ -167,8 +172,10 @@ def read_archive(uri: str, sha256: str | None = None) -> Iterator[dict[str, Any]
 def _periods(store: Any, before: datetime) -> list[datetime]:
     """Start of each month with events recorded before `before`, oldest first."""
     with store._read() as cur:
-        cur.execute(store._sql("SELECT min(recorded_at) FROM loomdb_events WHERE recorded_at < %s"),
-                    [store.backend.ts(before)])
+        cur.execute(
+            store._sql("SELECT min(recorded_at) FROM loomdb_events WHERE recorded_at < %s"),
+            [store.backend.ts(before)],
+        )
         first = cur.fetchone()[0]
     if first is None:
         return []
@@ -195,7 +202,9 @@ def apply_retention(store: Any, policy: RetentionPolicy, now: datetime | None = 
     return actions
 
 
-def _archive_period(store: Any, policy: RetentionPolicy, start: datetime, end: datetime) -> dict[str, Any] | None:
+def _archive_period(
+    store: Any, policy: RetentionPolicy, start: datetime, end: datetime
+) -> dict[str, Any] | None:
     from loomos.loomdb.store import _COLS
 
     b = store.backend
@@ -203,8 +212,13 @@ def _archive_period(store: Any, policy: RetentionPolicy, start: datetime, end: d
     with store._write() as cur:
         # Holding the head lock keeps the chain still while the period leaves the table.
         b.lock_head(cur)
-        cur.execute(store._sql(f"SELECT {_COLS} FROM loomdb_events WHERE recorded_at >= %s AND recorded_at < %s "
-                               "ORDER BY position"), [b.ts(start), b.ts(end)])
+        cur.execute(
+            store._sql(
+                f"SELECT {_COLS} FROM loomdb_events WHERE recorded_at >= %s AND recorded_at < %s "
+                "ORDER BY position"
+            ),
+            [b.ts(start), b.ts(end)],
+        )
         rows = [b.py_row(r) for r in cur.fetchall()]
         if not rows:
             if b.name == "postgresql":
@@ -218,45 +232,71 @@ def _archive_period(store: Any, policy: RetentionPolicy, start: datetime, end: d
         write_object(uri, payload)
         # Read it back before anything is dropped: an archive we cannot read is no archive.
         if hashlib.sha256(read_object(uri)).hexdigest() != digest:
-            raise RetentionError(f"archive {uri} read back differently from what was written; nothing dropped")
+            raise RetentionError(
+                f"archive {uri} read back differently from what was written; nothing dropped"
+            )
         expires = max(r["recorded_at"] + timedelta(days=policy.days_for(r)) for r in rows)
         archived_at = store.clock()
         cur.execute(
             store._sql(
-                "INSERT INTO loomdb_archives (period, first_position, last_position, first_prev_hash, last_hash, "
+                "INSERT INTO loomdb_archives (period, first_position, last_position, first_prev_hash, "
+                "last_hash, "
                 "event_count, uri, sha256, period_start, period_end, archived_at, expires_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ),
-            [period, first["position"], last["position"], first["prev_hash"], last["hash"], len(rows), uri,
-             digest, b.ts(start), b.ts(end), b.ts(archived_at), b.ts(expires)],
+            [
+                period,
+                first["position"],
+                last["position"],
+                first["prev_hash"],
+                last["hash"],
+                len(rows),
+                uri,
+                digest,
+                b.ts(start),
+                b.ts(end),
+                b.ts(archived_at),
+                b.ts(expires),
+            ],
         )
         if b.name == "postgresql":
             _drop_partition(store, cur, start)
         else:
             cur.execute("INSERT INTO loomdb_retention_window (cutoff) VALUES (?)", [b.ts(end)])
-            cur.execute("DELETE FROM loomdb_events WHERE recorded_at >= ? AND recorded_at < ?",
-                        [b.ts(start), b.ts(end)])
+            cur.execute(
+                "DELETE FROM loomdb_events WHERE recorded_at >= ? AND recorded_at < ?",
+                [b.ts(start), b.ts(end)],
+            )
             cur.execute("DELETE FROM loomdb_retention_window")
         action = {
-            "action": "archived", "partition": period, "first_position": int(first["position"]),
-            "last_position": int(last["position"]), "event_count": len(rows), "uri": uri, "sha256": digest,
+            "action": "archived",
+            "partition": period,
+            "first_position": int(first["position"]),
+            "last_position": int(last["position"]),
+            "event_count": len(rows),
+            "uri": uri,
+            "sha256": digest,
         }
         record = NewEvent(
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"loomdb:{store.schema_name}:retention:{period}"),
-            event_type=RETENTION_EVENT, stream_id="loomdb-retention",
+            event_type=RETENTION_EVENT,
+            stream_id="loomdb-retention",
             data={**action, "policy": policy.model_dump(mode="json"), "expires_at": iso(expires)},
-            context={"compliance_level": "SYSTEM"}, tags=["retention"],
+            context={"compliance_level": "SYSTEM"},
+            tags=["retention"],
         )
         # In the same transaction as the drop: the record exists exactly when the period is gone.
-        store._append_locked(cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None,
-                             commit=False)
+        store._append_locked(
+            cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None, commit=False
+        )
     return action
 
 
 def _drop_partition(store: Any, cur: Any, start: datetime) -> None:
     name = partition_name(start)
-    cur.execute("SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace",
-                [name])
+    cur.execute(
+        "SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace", [name]
+    )
     if cur.fetchone() is None:
         return
     # DDL is transactional: if anything above failed, the partition is still there.

@@ -33,7 +33,10 @@ _RULES: dict[str, dict[str, Any]] = {
     "positive_number": {"type": "number", "exclusiveMinimum": 0},
     "non_negative_number": {"type": "number", "minimum": 0},
     "boolean": {"type": "boolean"},
-    "datetime": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"},
+    "datetime": {
+        "type": "string",
+        "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$",
+    },
     "object": {"type": "object"},
     "array": {"type": "array"},
     "uri": {"type": "string", "pattern": r"^[a-z][a-z0-9+.-]*://\S+$"},
@@ -50,7 +53,9 @@ def parse_semver(version: str) -> tuple[int, int, int]:
 def _rule_schema(field: str, rule: Any) -> dict[str, Any]:
     if isinstance(rule, str):
         if rule not in _RULES:
-            raise SchemaError(f"{field}: unknown validation rule {rule!r} (known: {', '.join(sorted(_RULES))})")
+            raise SchemaError(
+                f"{field}: unknown validation rule {rule!r} (known: {', '.join(sorted(_RULES))})"
+            )
         return dict(_RULES[rule])
     if isinstance(rule, list):
         return {"allOf": [_rule_schema(field, r) for r in rule]}
@@ -94,10 +99,14 @@ def schema_from_fields(
     rules = validation_rules or {}
     unknown = set(rules) - set(required_fields) - set(optional_fields)
     if unknown:
-        raise SchemaError(f"validation_rules name fields that are neither required nor optional: {sorted(unknown)}")
+        raise SchemaError(
+            f"validation_rules name fields that are neither required nor optional: {sorted(unknown)}"
+        )
     props = {f: _rule_schema(f, rules[f]) if f in rules else {} for f in [*required_fields, *optional_fields]}
     return {
-        "type": "object", "properties": props, "required": list(required_fields),
+        "type": "object",
+        "properties": props,
+        "required": list(required_fields),
         "additionalProperties": additional_fields,
     }
 
@@ -128,7 +137,9 @@ class SchemaRegistry:
     @staticmethod
     def check(event_type: str, version: str, schema: dict[str, Any]) -> RegisteredSchema:
         if not re.fullmatch(EVENT_TYPE_PATTERN, event_type):
-            raise SchemaError(f"event type {event_type!r} is not a dotted lowercase name such as 'data.ingested'")
+            raise SchemaError(
+                f"event type {event_type!r} is not a dotted lowercase name such as 'data.ingested'"
+            )
         parse_semver(version)
         if not isinstance(schema, dict):
             raise SchemaError("a schema must be a JSON object")
@@ -198,32 +209,49 @@ BUILTIN_SCHEMAS: dict[str, dict[str, Any]] = {
     "job.submitted": _job({"spec": {"type": "object"}}, ["spec"]),
     "job.queued": _job({"attempt": _ATTEMPT, "pool": {"type": "string"}}, ["attempt"]),
     "job.placed": _job(
-        {"attempt": _ATTEMPT, "nodes": {"type": "array", "items": {"type": "object"}},
-         "price_per_slot_hour": _NUM_OR_NULL},
+        {
+            "attempt": _ATTEMPT,
+            "nodes": {"type": "array", "items": {"type": "object"}},
+            "price_per_slot_hour": _NUM_OR_NULL,
+        },
         ["attempt", "nodes"],
     ),
-    "job.started": _job({"attempt": _ATTEMPT, "nodes": {"type": "array", "items": {"type": "string"}}},
-                        ["attempt"]),
+    "job.started": _job(
+        {"attempt": _ATTEMPT, "nodes": {"type": "array", "items": {"type": "string"}}}, ["attempt"]
+    ),
     "job.retrying": _job(
-        {"attempt": _ATTEMPT, "next_attempt": _ATTEMPT, "failure_kind": {"type": "string"},
-         "error": _STR_OR_NULL, "delay_seconds": {"type": "number", "minimum": 0},
-         "resume_from_step": _INT_OR_NULL},
+        {
+            "attempt": _ATTEMPT,
+            "next_attempt": _ATTEMPT,
+            "failure_kind": {"type": "string"},
+            "error": _STR_OR_NULL,
+            "delay_seconds": {"type": "number", "minimum": 0},
+            "resume_from_step": _INT_OR_NULL,
+        },
         ["attempt", "failure_kind"],
     ),
     "model.training.checkpoint": {
         "type": "object",
         "properties": {
-            "job_id": {"type": "string"}, "attempt": _ATTEMPT,
-            "step": {"type": "integer", "minimum": 0}, "uri": {"type": "string", "minLength": 1},
-            "metrics": _METRICS, "saved_at": _STR_OR_NULL,
+            "job_id": {"type": "string"},
+            "attempt": _ATTEMPT,
+            "step": {"type": "integer", "minimum": 0},
+            "uri": {"type": "string", "minLength": 1},
+            "metrics": _METRICS,
+            "saved_at": _STR_OR_NULL,
         },
         "required": ["step", "uri"],
         "additionalProperties": True,
     },
     **{
         name: _job(
-            {"attempts": {"type": "integer", "minimum": 0}, "final_step": _INT_OR_NULL, "metrics": _METRICS,
-             "error": _STR_OR_NULL, "last_checkpoint": _STR_OR_NULL},
+            {
+                "attempts": {"type": "integer", "minimum": 0},
+                "final_step": _INT_OR_NULL,
+                "metrics": _METRICS,
+                "error": _STR_OR_NULL,
+                "last_checkpoint": _STR_OR_NULL,
+            },
             ["attempts"],
         )
         for name in ("job.succeeded", "job.failed", "job.cancelled")
@@ -232,8 +260,11 @@ BUILTIN_SCHEMAS: dict[str, dict[str, Any]] = {
     "model.training.started": schema_from_fields(
         ["model_id", "dataset_id", "hardware_config"],
         ["hyperparameters", "framework", "job_id"],
-        {"dataset_id": "uuid", "hardware_config": {"contains": ["gpu_count", "node_count", "memory_gb"]},
-         "hyperparameters": "object"},
+        {
+            "dataset_id": "uuid",
+            "hardware_config": {"contains": ["gpu_count", "node_count", "memory_gb"]},
+            "hyperparameters": "object",
+        },
     ),
     "data.ingested": schema_from_fields(
         ["dataset_id", "source", "record_count"],
@@ -241,15 +272,18 @@ BUILTIN_SCHEMAS: dict[str, dict[str, Any]] = {
         {"dataset_id": "uuid", "record_count": "non_negative_integer", "size_bytes": "non_negative_integer"},
     ),
     "data.accessed": schema_from_fields(
-        ["dataset_id", "access_type"], ["purpose", "record_count"],
+        ["dataset_id", "access_type"],
+        ["purpose", "record_count"],
         {"dataset_id": "uuid", "access_type": {"enum": ["read", "write", "export", "delete"]}},
     ),
     "cost.recorded": schema_from_fields(
-        ["amount_usd"], ["gpu_type", "gpu_hours", "team", "job_id", "provider"],
+        ["amount_usd"],
+        ["gpu_type", "gpu_hours", "team", "job_id", "provider"],
         {"amount_usd": "non_negative_number", "gpu_hours": "non_negative_number"},
     ),
     "compliance.retention.applied": schema_from_fields(
-        ["action", "policy"], ["partition", "first_position", "last_position", "event_count", "uri", "sha256"],
+        ["action", "policy"],
+        ["partition", "first_position", "last_position", "event_count", "uri", "sha256"],
         {"action": {"enum": ["archived", "compressed"]}, "policy": "object"},
     ),
 }

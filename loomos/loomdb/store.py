@@ -80,15 +80,25 @@ def row_to_event(row: dict[str, Any]) -> Event:
     # Rows were validated on the way in; model_construct skips revalidating every read, and
     # any tampering is verify()'s job.
     return Event.model_construct(
-        event_id=row["event_id"], event_type=row["event_type"], stream_id=row["stream_id"],
-        occurred_at=row["occurred_at"], correlation_id=row["correlation_id"],
+        event_id=row["event_id"],
+        event_type=row["event_type"],
+        stream_id=row["stream_id"],
+        occurred_at=row["occurred_at"],
+        correlation_id=row["correlation_id"],
         causation_id=row["causation_id"],
         context=AuditContext.model_construct(**{f: row[f] for f in AUDIT_FIELDS}),
         security=SecurityContext.model_construct(**{f: row[f] for f in SECURITY_FIELDS}),
-        tags=row["tags"], priority=Priority(row["priority"]), data=row["data"], metadata=row["metadata"],
-        retention_days=row["retention_days"], position=int(row["position"]),
-        stream_version=int(row["stream_version"]), recorded_at=row["recorded_at"],
-        schema_version=row["schema_version"], prev_hash=row["prev_hash"], hash=row["hash"],
+        tags=row["tags"],
+        priority=Priority(row["priority"]),
+        data=row["data"],
+        metadata=row["metadata"],
+        retention_days=row["retention_days"],
+        position=int(row["position"]),
+        stream_version=int(row["stream_version"]),
+        recorded_at=row["recorded_at"],
+        schema_version=row["schema_version"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
     )
 
 
@@ -106,8 +116,10 @@ class EventStore:
             Path(db).parent.mkdir(parents=True, exist_ok=True)
             self.backend: Any = SqliteBackend()
             self.engine: Engine = create_engine(
-                self.url, connect_args={"check_same_thread": False, "timeout": 30},
-                pool_size=pool_size, max_overflow=20,
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=pool_size,
+                max_overflow=20,
             )
         else:
             self.backend = PostgresBackend(channel="loomdb_events")
@@ -236,18 +248,24 @@ class EventStore:
         entry = SchemaRegistry.check(event_type, version, schema)
         latest = self.schemas.latest(event_type)
         if latest is not None and entry.key < latest.key and version not in self.schemas.versions(event_type):
-            raise SchemaError(f"{event_type}: version {version} is older than the registered {latest.version}")
+            raise SchemaError(
+                f"{event_type}: version {version} is older than the registered {latest.version}"
+            )
         import json
 
         with self._write() as cur:
-            cur.execute(self._sql("SELECT schema FROM loomdb_schemas WHERE event_type = %s AND version = %s"),
-                        (event_type, version))
+            cur.execute(
+                self._sql("SELECT schema FROM loomdb_schemas WHERE event_type = %s AND version = %s"),
+                (event_type, version),
+            )
             found = cur.fetchone()
             if found is not None:
                 stored = json.loads(found[0]) if isinstance(found[0], str) else found[0]
                 if stored != schema:
-                    raise SchemaError(f"{event_type} {version} is already registered with a different schema; "
-                                      "register a new version instead")
+                    raise SchemaError(
+                        f"{event_type} {version} is already registered with a different schema; "
+                        "register a new version instead"
+                    )
             else:
                 if self.backend.name == "postgresql":
                     from psycopg.types.json import Jsonb
@@ -256,8 +274,10 @@ class EventStore:
                 else:
                     value = json.dumps(schema, sort_keys=True)
                 cur.execute(
-                    self._sql("INSERT INTO loomdb_schemas (event_type, version, schema, registered_at) "
-                              "VALUES (%s, %s, %s, %s)"),
+                    self._sql(
+                        "INSERT INTO loomdb_schemas (event_type, version, schema, registered_at) "
+                        "VALUES (%s, %s, %s, %s)"
+                    ),
                     (event_type, version, value, self.backend.ts(self.clock())),
                 )
         self.schemas.add(entry)
@@ -362,7 +382,11 @@ class EventStore:
                 r.done = True
 
     def _append_locked(
-        self, cur: Any, items: list[NewEvent], versions: list[str | None], expected_version: int | None,
+        self,
+        cur: Any,
+        items: list[NewEvent],
+        versions: list[str | None],
+        expected_version: int | None,
         commit: bool = True,
     ) -> list[int]:
         """Append inside a transaction the caller holds (retention records its own actions)."""
@@ -408,23 +432,49 @@ class EventStore:
             b.write(cur, rows, stream_state, pos, prev, recorded, commit)
 
     @staticmethod
-    def _row(e: NewEvent, schema_version: str | None, position: int, stream_version: int,
-             recorded: datetime, recorded_iso: str, prev: str) -> dict[str, Any]:
+    def _row(
+        e: NewEvent,
+        schema_version: str | None,
+        position: int,
+        stream_version: int,
+        recorded: datetime,
+        recorded_iso: str,
+        prev: str,
+    ) -> dict[str, Any]:
         ctx, sec = e.context, e.security
         row: dict[str, Any] = {
-            "position": position, "event_id": e.event_id, "event_type": e.event_type,
-            "schema_version": schema_version, "stream_id": e.stream_id, "stream_version": stream_version,
-            "occurred_at": e.occurred_at, "recorded_at": recorded,
-            "correlation_id": e.correlation_id, "causation_id": e.causation_id,
-            "user_id": ctx.user_id, "session_id": ctx.session_id, "request_id": ctx.request_id,
-            "source_ip": ctx.source_ip, "user_agent": ctx.user_agent, "compliance_level": ctx.compliance_level,
-            "cost_center": ctx.cost_center, "project_id": ctx.project_id,
-            "authentication_method": sec.authentication_method, "roles": list(sec.roles),
-            "access_level": sec.access_level, "data_classification": sec.data_classification,
+            "position": position,
+            "event_id": e.event_id,
+            "event_type": e.event_type,
+            "schema_version": schema_version,
+            "stream_id": e.stream_id,
+            "stream_version": stream_version,
+            "occurred_at": e.occurred_at,
+            "recorded_at": recorded,
+            "correlation_id": e.correlation_id,
+            "causation_id": e.causation_id,
+            "user_id": ctx.user_id,
+            "session_id": ctx.session_id,
+            "request_id": ctx.request_id,
+            "source_ip": ctx.source_ip,
+            "user_agent": ctx.user_agent,
+            "compliance_level": ctx.compliance_level,
+            "cost_center": ctx.cost_center,
+            "project_id": ctx.project_id,
+            "authentication_method": sec.authentication_method,
+            "roles": list(sec.roles),
+            "access_level": sec.access_level,
+            "data_classification": sec.data_classification,
             "geographic_restriction": sec.geographic_restriction,
-            "tags": list(e.tags), "priority": str(e.priority), "data": e.data, "metadata": e.metadata,
-            "retention_days": e.retention_days, "prev_hash": prev,
-            "data_json": json_text(e.data), "metadata_json": json_text(e.metadata), "recorded_iso": recorded_iso,
+            "tags": list(e.tags),
+            "priority": str(e.priority),
+            "data": e.data,
+            "metadata": e.metadata,
+            "retention_days": e.retention_days,
+            "prev_hash": prev,
+            "data_json": json_text(e.data),
+            "metadata_json": json_text(e.metadata),
+            "recorded_iso": recorded_iso,
         }
         row["hash"] = event_hash(row)
         return row
@@ -433,7 +483,9 @@ class EventStore:
 
     def head(self) -> tuple[int, str]:
         with self._read() as cur:
-            pos, h, _ = self.backend.lock_head(cur) if self.backend.name == "sqlite" else self._head_nolock(cur)
+            pos, h, _ = (
+                self.backend.lock_head(cur) if self.backend.name == "sqlite" else self._head_nolock(cur)
+            )
         return pos, h
 
     @staticmethod
@@ -449,15 +501,21 @@ class EventStore:
     def read(self, after_position: int = 0, limit: int = 1000) -> list[Event]:
         """Events in global order after `after_position`."""
         with self._read() as cur:
-            rows = self._rows(cur, f"SELECT {_COLS} FROM loomdb_events WHERE position > %s "
-                                   "ORDER BY position LIMIT %s", [after_position, limit])
+            rows = self._rows(
+                cur,
+                f"SELECT {_COLS} FROM loomdb_events WHERE position > %s ORDER BY position LIMIT %s",
+                [after_position, limit],
+            )
         return [row_to_event(r) for r in rows]
 
     def read_stream(self, stream_id: str, from_version: int = 1, limit: int = 1000) -> list[Event]:
         with self._read() as cur:
-            rows = self._rows(cur, f"SELECT {_COLS} FROM loomdb_events WHERE stream_id = %s AND "
-                                   "stream_version >= %s ORDER BY stream_version LIMIT %s",
-                              [stream_id, from_version, limit])
+            rows = self._rows(
+                cur,
+                f"SELECT {_COLS} FROM loomdb_events WHERE stream_id = %s AND "
+                "stream_version >= %s ORDER BY stream_version LIMIT %s",
+                [stream_id, from_version, limit],
+            )
         return [row_to_event(r) for r in rows]
 
     def stream_version(self, stream_id: str) -> int:
@@ -470,8 +528,9 @@ class EventStore:
         except ValueError:
             raise QueryError(f"event id {event_id!r} is not a UUID") from None
         with self._read() as cur:
-            rows = self._rows(cur, f"SELECT {_COLS} FROM loomdb_events WHERE event_id = %s",
-                              [self.backend.uid(eid)])
+            rows = self._rows(
+                cur, f"SELECT {_COLS} FROM loomdb_events WHERE event_id = %s", [self.backend.uid(eid)]
+            )
         return row_to_event(rows[0]) if rows else None
 
     def query(self, q: EventQuery) -> QueryPage:
@@ -568,9 +627,11 @@ class EventStore:
             raise QueryError("position must be >= 0")
         with self._write() as cur:
             cur.execute(
-                self._sql("INSERT INTO loomdb_consumers (name, position, updated_at) VALUES (%s, %s, %s) "
-                          "ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
-                          "updated_at = excluded.updated_at WHERE loomdb_consumers.position < excluded.position"),
+                self._sql(
+                    "INSERT INTO loomdb_consumers (name, position, updated_at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position, "
+                    "updated_at = excluded.updated_at WHERE loomdb_consumers.position < excluded.position"
+                ),
                 (name, position, self.backend.ts(self.clock())),
             )
 
@@ -585,8 +646,11 @@ class EventStore:
         expected_pos, expected_prev = 1, GENESIS_HASH
         for m in self.archives():
             if m["first_position"] != expected_pos or m["first_prev_hash"] != expected_prev:
-                return report.fail(expected_pos, "deleted",
-                                   f"archive {m['period']} does not continue the chain at position {expected_pos}")
+                return report.fail(
+                    expected_pos,
+                    "deleted",
+                    f"archive {m['period']} does not continue the chain at position {expected_pos}",
+                )
             if deep_archives:
                 walker = ChainWalker(report, expected_pos, expected_prev)
                 try:
@@ -596,8 +660,9 @@ class EventStore:
                 if not walker.feed_all(rows):
                     return report
                 if walker.prev_hash != m["last_hash"] or walker.next_position != m["last_position"] + 1:
-                    return report.fail(m["last_position"], "deleted",
-                                       f"archive {m['period']} ends before its manifest says")
+                    return report.fail(
+                        m["last_position"], "deleted", f"archive {m['period']} ends before its manifest says"
+                    )
             report.archives_checked += 1
             expected_pos, expected_prev = m["last_position"] + 1, m["last_hash"]
         walker = ChainWalker(report, expected_pos, expected_prev)
@@ -622,11 +687,17 @@ class EventStore:
         last_pos = walker.next_position - 1
         report.head_hash = walker.prev_hash
         if last_pos < head_pos:
-            return report.fail(last_pos + 1, "deleted",
-                               f"the head says {head_pos} events, the table ends at position {last_pos}")
+            return report.fail(
+                last_pos + 1,
+                "deleted",
+                f"the head says {head_pos} events, the table ends at position {last_pos}",
+            )
         if last_pos > head_pos:
-            return report.fail(head_pos + 1, "inserted",
-                               f"positions after the head ({head_pos}) were written behind LoomDB's back")
+            return report.fail(
+                head_pos + 1,
+                "inserted",
+                f"positions after the head ({head_pos}) were written behind LoomDB's back",
+            )
         if walker.prev_hash != head_hash:
             return report.fail(last_pos, "altered", "the last event's hash differs from the recorded head")
         return report
@@ -638,8 +709,20 @@ class EventStore:
                 "sha256, period_start, period_end, archived_at, expires_at FROM loomdb_archives "
                 "ORDER BY first_position"
             )
-            names = ("period", "first_position", "last_position", "first_prev_hash", "last_hash",
-                     "event_count", "uri", "sha256", "period_start", "period_end", "archived_at", "expires_at")
+            names = (
+                "period",
+                "first_position",
+                "last_position",
+                "first_prev_hash",
+                "last_hash",
+                "event_count",
+                "uri",
+                "sha256",
+                "period_start",
+                "period_end",
+                "archived_at",
+                "expires_at",
+            )
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
@@ -679,8 +762,9 @@ class _PgWaker:
         import psycopg
 
         url = make_url(self.store.url).set(drivername="postgresql")
-        self.conn = await psycopg.AsyncConnection.connect(url.render_as_string(hide_password=False),
-                                                         autocommit=True)
+        self.conn = await psycopg.AsyncConnection.connect(
+            url.render_as_string(hide_password=False), autocommit=True
+        )
         await self.conn.execute(f'LISTEN "{self.store.backend.channel}"')
 
     async def wait(self, timeout: float) -> None:

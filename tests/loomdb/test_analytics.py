@@ -22,36 +22,81 @@ def at(month: int, day: int = 5) -> datetime:
 @pytest.fixture
 def history(store):
     runs = [  # (month, gpu_type, outcome)
-        (1, "H100", "job.succeeded"), (1, "H100", "job.failed"), (1, "A100", "job.succeeded"),
-        (2, "H100", "job.succeeded"), (2, "H100", "job.succeeded"), (2, "A100", "job.failed"),
+        (1, "H100", "job.succeeded"),
+        (1, "H100", "job.failed"),
+        (1, "A100", "job.succeeded"),
+        (2, "H100", "job.succeeded"),
+        (2, "H100", "job.succeeded"),
+        (2, "A100", "job.failed"),
     ]
     for i, (month, gpu, outcome) in enumerate(runs):
-        store.append(NewEvent(event_type=outcome, stream_id=f"job-{i}", occurred_at=at(month),
-                              data={"job_id": str(i), "attempts": 1, "hardware_config": {"gpu_type": gpu}}))
+        store.append(
+            NewEvent(
+                event_type=outcome,
+                stream_id=f"job-{i}",
+                occurred_at=at(month),
+                data={"job_id": str(i), "attempts": 1, "hardware_config": {"gpu_type": gpu}},
+            )
+        )
     costs = [("vision", "H100", 10.0, 2), ("vision", "A100", 2.5, 1), ("nlp", "H100", 4.0, 1)]
     for team, gpu, amount, hours in costs:
-        store.append(NewEvent(event_type="cost.recorded", stream_id="costs", occurred_at=at(1),
-                              context={"cost_center": f"cc-{team}"},
-                              data={"amount_usd": amount, "gpu_hours": hours, "gpu_type": gpu, "team": team}))
+        store.append(
+            NewEvent(
+                event_type="cost.recorded",
+                stream_id="costs",
+                occurred_at=at(1),
+                context={"cost_center": f"cc-{team}"},
+                data={"amount_usd": amount, "gpu_hours": hours, "gpu_type": gpu, "team": team},
+            )
+        )
     ds = str(uuid.uuid4())
-    access = [("alice", "confidential", "read"), ("bob", "confidential", "export"), ("alice", "public", "read")]
+    access = [
+        ("alice", "confidential", "read"),
+        ("bob", "confidential", "export"),
+        ("alice", "public", "read"),
+    ]
     for user, cls, kind in access:
-        store.append(NewEvent(event_type="data.accessed", stream_id=f"dataset-{ds}", occurred_at=at(1, 7),
-                              context={"user_id": user}, security={"data_classification": cls},
-                              data={"dataset_id": ds, "access_type": kind}))
-    store.append(NewEvent(event_type="security.access.denied", stream_id="api", occurred_at=at(1, 8),
-                          context={"user_id": "mallory", "source_ip": "203.0.113.9"},
-                          data={"reason": "role ml-viewer may not submit jobs", "resource": "jobs"}))
-    store.append(NewEvent(event_type="custom.approval", stream_id="deploy", occurred_at=at(1, 9),
-                          context={"user_id": "eve"}, data={"outcome": "denied", "reason": "=cmd|' /C calc'!A0"}))
-    store.append(NewEvent(event_type="custom.later", stream_id="x", occurred_at=at(3), context={"user_id": "zed"}))
+        store.append(
+            NewEvent(
+                event_type="data.accessed",
+                stream_id=f"dataset-{ds}",
+                occurred_at=at(1, 7),
+                context={"user_id": user},
+                security={"data_classification": cls},
+                data={"dataset_id": ds, "access_type": kind},
+            )
+        )
+    store.append(
+        NewEvent(
+            event_type="security.access.denied",
+            stream_id="api",
+            occurred_at=at(1, 8),
+            context={"user_id": "mallory", "source_ip": "203.0.113.9"},
+            data={"reason": "role ml-viewer may not submit jobs", "resource": "jobs"},
+        )
+    )
+    store.append(
+        NewEvent(
+            event_type="custom.approval",
+            stream_id="deploy",
+            occurred_at=at(1, 9),
+            context={"user_id": "eve"},
+            data={"outcome": "denied", "reason": "=cmd|' /C calc'!A0"},
+        )
+    )
+    store.append(
+        NewEvent(event_type="custom.later", stream_id="x", occurred_at=at(3), context={"user_id": "zed"})
+    )
     return store
 
 
 def test_success_rate_by_any_path_per_month(history):
     got = success_rate(history, "data.hardware_config.gpu_type")
     assert [(r["month"], r["group"], r["succeeded"], r["runs"]) for r in got] == [
-        ("2026-01", "A100", 1, 1), ("2026-01", "H100", 1, 2), ("2026-02", "A100", 0, 1), ("2026-02", "H100", 2, 2),
+        ("2026-01", "A100", 1, 1),
+        ("2026-01", "H100", 1, 2),
+        ("2026-02", "A100", 0, 1),
+        ("2026-02", "H100", 2, 2),
     ]
     assert got[1]["success_rate"] == 0.5
     only_feb = success_rate(history, "event_type", start=at(2, 1), end=at(3, 1))
@@ -80,10 +125,14 @@ def test_compliance_report(history):
     assert who[("alice", "data.accessed")] == 2 and who[("bob", "data.accessed")] == 1
     assert ("zed", "custom.later") not in who  # outside the range
     assert [(d["user_id"], d["event_type"]) for d in rep["denials"]] == [
-        ("mallory", "security.access.denied"), ("eve", "custom.approval")]
+        ("mallory", "security.access.denied"),
+        ("eve", "custom.approval"),
+    ]
     assert rep["denials"][0]["source_ip"] == "203.0.113.9"
     assert rep["denials"][0]["reason"] == "role ml-viewer may not submit jobs"
-    by_class = {r["data_classification"]: (r["count"], r["users"]) for r in rep["data_access_by_classification"]}
+    by_class = {
+        r["data_classification"]: (r["count"], r["users"]) for r in rep["data_access_by_classification"]
+    }
     assert by_class == {"confidential": (2, 2), "public": (1, 1)}
     assert rep["totals"]["denials"] == 2
     rows = list(csv.DictReader(io.StringIO(report_csv(rep))))

@@ -33,22 +33,37 @@ def client(app):
 
 
 def seed(store, n: int = 12) -> None:
-    store.append_many([
-        NewEvent(event_type="custom.metric", stream_id=f"run-{i % 2}", context={"user_id": "alice"},
-                 tags=["healthcare"] if i % 3 == 0 else [], data={"step": i, "cfg": {"gpus": i % 4}})
-        for i in range(n)
-    ])
+    store.append_many(
+        [
+            NewEvent(
+                event_type="custom.metric",
+                stream_id=f"run-{i % 2}",
+                context={"user_id": "alice"},
+                tags=["healthcare"] if i % 3 == 0 else [],
+                data={"step": i, "cfg": {"gpus": i % 4}},
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def test_query(client, store):
     seed(store)
-    r = client.get("/api/v1/events", params={"event_type": "custom.metric", "filter": ["data.cfg.gpus >= 2"],
-                                             "limit": 3})
+    r = client.get(
+        "/api/v1/events", params={"event_type": "custom.metric", "filter": ["data.cfg.gpus >= 2"], "limit": 3}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert [e["data"]["step"] for e in body["events"]] == [2, 3, 6]
-    r2 = client.get("/api/v1/events", params={"event_type": "custom.metric", "filter": ["data.cfg.gpus >= 2"],
-                                              "limit": 3, "cursor": body["next_cursor"]})
+    r2 = client.get(
+        "/api/v1/events",
+        params={
+            "event_type": "custom.metric",
+            "filter": ["data.cfg.gpus >= 2"],
+            "limit": 3,
+            "cursor": body["next_cursor"],
+        },
+    )
     assert [e["data"]["step"] for e in r2.json()["events"]] == [7, 10, 11]
     r3 = client.get("/api/v1/events", params=[("filter", "tags contains healthcare"), ("order", "desc")])
     assert [e["position"] for e in r3.json()["events"]] == [10, 7, 4, 1]
@@ -80,15 +95,23 @@ def test_query_bad_limit(client):
 
 def test_append(client, store):
     eid = str(uuid.uuid4())
-    body = {"event_id": eid, "event_type": "custom.deploy.approved", "stream_id": "deploy-7",
-            "context": {"user_id": "bob"}, "data": {"model": "m1"}}
+    body = {
+        "event_id": eid,
+        "event_type": "custom.deploy.approved",
+        "stream_id": "deploy-7",
+        "context": {"user_id": "bob"},
+        "data": {"model": "m1"},
+    }
     r = client.post("/api/v1/events", json=body)
     assert r.status_code == 201, r.text
     assert r.json() == {"position": 1, "event_id": eid}
     again = client.post("/api/v1/events", json=body)  # a client retry
     assert again.status_code == 201 and again.json()["position"] == 1
     r = client.post("/api/v1/events", json={**body, "event_id": str(uuid.uuid4()), "expected_version": 0})
-    assert r.status_code == 409 and "stream 'deploy-7': expected version 0, but it is at version 1" in r.json()["detail"]
+    assert (
+        r.status_code == 409
+        and "stream 'deploy-7': expected version 0, but it is at version 1" in r.json()["detail"]
+    )
     assert store.head()[0] == 1
 
 
@@ -97,7 +120,11 @@ def test_append(client, store):
     [
         ({"event_type": "job.succeeded", "stream_id": "job-x", "data": {}}, 400, "reserved"),
         ({"event_type": "cost.recorded", "stream_id": "c", "data": {"amount_usd": 1}}, 400, "reserved"),
-        ({"event_type": "model.training.started", "stream_id": "s", "data": {"dataset_id": "x"}}, 422, "violations"),
+        (
+            {"event_type": "model.training.started", "stream_id": "s", "data": {"dataset_id": "x"}},
+            422,
+            "violations",
+        ),
         ({"event_type": "custom.x", "stream_id": "s", "expected_version": -3}, 400, "expected_version"),
         ({"event_type": "custom.x", "stream_id": "s", "surprise": True}, 422, "unknown field"),
         ({"event_type": "custom.x"}, 422, "stream_id"),
@@ -112,22 +139,40 @@ def test_append_bad_input(client, store, body, status, needle):
 
 
 def test_schema_violation_lists_every_violation(client):
-    r = client.post("/api/v1/events", json={"event_type": "model.training.started", "stream_id": "s",
-                                            "data": {"dataset_id": "x", "hardware_config": {}}})
+    r = client.post(
+        "/api/v1/events",
+        json={
+            "event_type": "model.training.started",
+            "stream_id": "s",
+            "data": {"dataset_id": "x", "hardware_config": {}},
+        },
+    )
     detail = r.json()["detail"]
     assert r.status_code == 422 and len(detail["violations"]) >= 5
 
 
 def test_compliance_report(client, store):
-    store.append(NewEvent(event_type="security.access.denied", stream_id="api", context={"user_id": "mallory"},
-                          data={"reason": "no role"}))
-    r = client.get("/api/v1/compliance/report", params={"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"})
+    store.append(
+        NewEvent(
+            event_type="security.access.denied",
+            stream_id="api",
+            context={"user_id": "mallory"},
+            data={"reason": "no role"},
+        )
+    )
+    r = client.get(
+        "/api/v1/compliance/report", params={"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
+    )
     assert r.status_code == 200 and r.json()["denials"][0]["user_id"] == "mallory"
-    r = client.get("/api/v1/compliance/report",
-                   params={"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z", "format": "csv"})
+    r = client.get(
+        "/api/v1/compliance/report",
+        params={"start": "2020-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z", "format": "csv"},
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert r.text.splitlines()[0].startswith("section,")
-    bad = client.get("/api/v1/compliance/report", params={"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"})
+    bad = client.get(
+        "/api/v1/compliance/report", params={"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    )
     assert bad.status_code == 400 and "after start" in bad.json()["detail"]
     assert client.get("/api/v1/compliance/report", params={"start": "x", "end": "y"}).status_code == 422
     assert client.get("/api/v1/compliance/report").status_code == 422
@@ -167,7 +212,9 @@ def server(app):
     thread.join(10)
 
 
-async def read_sse(url: str, count: int, headers: dict | None = None, params: dict | None = None) -> list[dict]:
+async def read_sse(
+    url: str, count: int, headers: dict | None = None, params: dict | None = None
+) -> list[dict]:
     got: list[dict] = []
     async with httpx.AsyncClient(timeout=15) as c:
         async with c.stream("GET", url, headers=headers or {}, params=params) as r:
@@ -194,13 +241,16 @@ async def test_sse_stream_resumes_with_last_event_id(server, store):
     assert [e["id"] for e in first] == ["1", "2", "3"]
     assert first[0]["event"] == "custom.metric" and first[0]["data"]["data"]["step"] == 0
     # Reconnect after event 3; event 6 arrives live while connected.
-    task = asyncio.ensure_future(read_sse(f"{server}/api/v1/events/stream", 3, headers={"Last-Event-ID": "3"}))
+    task = asyncio.ensure_future(
+        read_sse(f"{server}/api/v1/events/stream", 3, headers={"Last-Event-ID": "3"})
+    )
     await asyncio.sleep(0.5)
     await asyncio.to_thread(store.append, NewEvent(event_type="custom.live", stream_id="x", data={"n": 6}))
     resumed = await asyncio.wait_for(task, 20)
     assert [e["id"] for e in resumed] == ["4", "5", "6"] and resumed[2]["event"] == "custom.live"
-    filtered = await asyncio.wait_for(read_sse(f"{server}/api/v1/events/stream", 1,
-                                               params={"event_type": "custom.live"}), 20)
+    filtered = await asyncio.wait_for(
+        read_sse(f"{server}/api/v1/events/stream", 1, params={"event_type": "custom.live"}), 20
+    )
     assert [e["id"] for e in filtered] == ["6"]
 
 

@@ -26,25 +26,60 @@ def test_positions_and_stream_versions(store):
 
 def test_every_field_round_trips(store):
     e = NewEvent(
-        event_type="model.training.started", stream_id="job-42",
+        event_type="model.training.started",
+        stream_id="job-42",
         occurred_at=datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC),
-        correlation_id="corr-1", causation_id="cause-1",
-        context={"user_id": "alice", "session_id": "s", "request_id": "r", "source_ip": "10.0.0.1",
-                 "user_agent": "curl/8", "compliance_level": "SOC2_TYPE2", "cost_center": "ml-research",
-                 "project_id": "p1"},
-        security={"authentication_method": "jwt", "roles": ["admin", "ml"], "access_level": "write",
-                  "data_classification": "confidential", "geographic_restriction": "EU"},
-        tags=["healthcare", "team:vision"], priority="high", retention_days=3650,
-        data={"model_id": "m", "dataset_id": str(uuid.uuid4()),
-              "hardware_config": {"gpu_count": 8, "node_count": 2, "memory_gb": 640},
-              "flops": 3.2e18, "lr": 1e-4, "ratio": 1.0, "big": 2**60, "text": "héllo \"q\"", "none": None},
+        correlation_id="corr-1",
+        causation_id="cause-1",
+        context={
+            "user_id": "alice",
+            "session_id": "s",
+            "request_id": "r",
+            "source_ip": "10.0.0.1",
+            "user_agent": "curl/8",
+            "compliance_level": "SOC2_TYPE2",
+            "cost_center": "ml-research",
+            "project_id": "p1",
+        },
+        security={
+            "authentication_method": "jwt",
+            "roles": ["admin", "ml"],
+            "access_level": "write",
+            "data_classification": "confidential",
+            "geographic_restriction": "EU",
+        },
+        tags=["healthcare", "team:vision"],
+        priority="high",
+        retention_days=3650,
+        data={
+            "model_id": "m",
+            "dataset_id": str(uuid.uuid4()),
+            "hardware_config": {"gpu_count": 8, "node_count": 2, "memory_gb": 640},
+            "flops": 3.2e18,
+            "lr": 1e-4,
+            "ratio": 1.0,
+            "big": 2**60,
+            "text": 'héllo "q"',
+            "none": None,
+        },
         metadata={"k": [1, 2.5, True]},
     )
     pos = store.append(e)
     got = store.get(e.event_id)
     assert got is not None and got.position == pos
-    for field in ("event_type", "stream_id", "occurred_at", "correlation_id", "causation_id", "context",
-                  "security", "tags", "priority", "retention_days", "metadata"):
+    for field in (
+        "event_type",
+        "stream_id",
+        "occurred_at",
+        "correlation_id",
+        "causation_id",
+        "context",
+        "security",
+        "tags",
+        "priority",
+        "retention_days",
+        "metadata",
+    ):
         assert getattr(got, field) == getattr(e, field), field
     assert got.data["hardware_config"] == e.data["hardware_config"]
     assert got.data["text"] == e.data["text"]
@@ -116,8 +151,9 @@ def test_malformed_events_are_refused(store, bad, needle):
 
 def test_schema_violations_are_all_listed(store):
     with pytest.raises(InvalidEvent) as err:
-        store.append(ev(etype="model.training.started", dataset_id="not-a-uuid",
-                        hardware_config={"gpu_count": 4}))
+        store.append(
+            ev(etype="model.training.started", dataset_id="not-a-uuid", hardware_config={"gpu_count": 4})
+        )
     v = err.value.violations
     assert any("data.dataset_id" in x for x in v)
     assert any("model_id" in x and "required" in x for x in v)
@@ -134,8 +170,15 @@ def test_one_invalid_event_refuses_the_whole_batch(store):
 
 def test_register_schema_in_field_list_form(store):
     store.register_schema(
-        "data.labelled", "1.0.0", required_fields=["dataset_id", "labels"], optional_fields=["quality"],
-        validation_rules={"dataset_id": "uuid", "labels": "positive_integer", "quality": {"min": 0, "max": 1}},
+        "data.labelled",
+        "1.0.0",
+        required_fields=["dataset_id", "labels"],
+        optional_fields=["quality"],
+        validation_rules={
+            "dataset_id": "uuid",
+            "labels": "positive_integer",
+            "quality": {"min": 0, "max": 1},
+        },
     )
     ok = ev(etype="data.labelled", dataset_id=str(uuid.uuid4()), labels=3, quality=0.9)
     store.append(ok)

@@ -48,7 +48,9 @@ async def test_a_bad_event_is_refused_alone(store):
     async with EventBatch(store, max_batch_size=100, max_batch_wait_ms=10_000) as batch:
         good = await batch.add(ev(1))
         with pytest.raises(InvalidEvent, match="step"):
-            await batch.add(NewEvent(event_type="model.training.checkpoint", stream_id="r", data={"uri": "x"}))
+            await batch.add(
+                NewEvent(event_type="model.training.checkpoint", stream_id="r", data={"uri": "x"})
+            )
         with pytest.raises(InvalidEvent):
             await batch.add({"event_type": "BAD", "stream_id": "r"})
     assert good.result() == 1 and store.head()[0] == 1

@@ -19,19 +19,40 @@ def run(*args: str):
 
 @pytest.fixture
 def seeded(store, store_url):
-    store.append_many([
-        NewEvent(event_type="custom.metric", stream_id="run-1", context={"user_id": "alice"},
-                 data={"step": i, "hw": {"gpus": i}})
-        for i in range(6)
-    ])
-    store.append(NewEvent(event_type="security.access.denied", stream_id="api", context={"user_id": "mallory"},
-                          data={"reason": "no role"}))
+    store.append_many(
+        [
+            NewEvent(
+                event_type="custom.metric",
+                stream_id="run-1",
+                context={"user_id": "alice"},
+                data={"step": i, "hw": {"gpus": i}},
+            )
+            for i in range(6)
+        ]
+    )
+    store.append(
+        NewEvent(
+            event_type="security.access.denied",
+            stream_id="api",
+            context={"user_id": "mallory"},
+            data={"reason": "no role"},
+        )
+    )
     return store_url
 
 
 def test_query(seeded):
-    r = run("events", "query", "--db-url", seeded, "--type", "custom.metric", "--filter", "data.hw.gpus >= 4",
-            "--json")
+    r = run(
+        "events",
+        "query",
+        "--db-url",
+        seeded,
+        "--type",
+        "custom.metric",
+        "--filter",
+        "data.hw.gpus >= 4",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     assert [json.loads(line)["data"]["step"] for line in r.stdout.splitlines()] == [4, 5]
     r = run("events", "query", "--db-url", seeded, "--limit", "2")
@@ -65,11 +86,33 @@ def test_compliance_report(seeded, tmp_path):
     r = run("compliance", "report", "--db-url", seeded, "--start", "2020-01-01", "--end", "2100-01-01")
     assert r.exit_code == 0 and "mallory" in r.stdout and "Denials" in r.stdout
     out = tmp_path / "report.csv"
-    r = run("compliance", "report", "--db-url", seeded, "--start", "2020-01-01", "--end", "2100-01-01",
-            "--format", "csv", "--output", str(out))
+    r = run(
+        "compliance",
+        "report",
+        "--db-url",
+        seeded,
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2100-01-01",
+        "--format",
+        "csv",
+        "--output",
+        str(out),
+    )
     assert r.exit_code == 0 and out.read_text().startswith("section,")
-    r = run("compliance", "report", "--db-url", seeded, "--start", "2020-01-01", "--end", "2100-01-01",
-            "--format", "json")
+    r = run(
+        "compliance",
+        "report",
+        "--db-url",
+        seeded,
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2100-01-01",
+        "--format",
+        "json",
+    )
     assert json.loads(r.stdout)["totals"]["denials"] == 1
 
 
@@ -82,7 +125,10 @@ def test_compliance_report(seeded, tmp_path):
         (["events", "query", "--order", "up"], "asc or desc"),
         (["events", "tail", "--consumer", "bad name"], "consumer name"),
         (["compliance", "report", "--start", "2026-02-01", "--end", "2026-01-01"], "after start"),
-        (["compliance", "report", "--start", "2026-01-01", "--end", "2026-02-01", "--format", "xml"], "table, json"),
+        (
+            ["compliance", "report", "--start", "2026-01-01", "--end", "2026-02-01", "--format", "xml"],
+            "table, json",
+        ),
     ],
 )
 def test_bad_input_is_one_line(seeded, args, needle):

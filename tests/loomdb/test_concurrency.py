@@ -30,7 +30,9 @@ def test_naive_bigserial_reader_skips_a_late_commit(pg_schema_url):
         seen = [r[0] for r in reader.execute("SELECT id FROM naive_events WHERE id > 0 ORDER BY id")]
         reader.commit()
         a.commit()
-        seen += [r[0] for r in reader.execute("SELECT id FROM naive_events WHERE id > %s ORDER BY id", [seen[-1]])]
+        seen += [
+            r[0] for r in reader.execute("SELECT id FROM naive_events WHERE id > %s ORDER BY id", [seen[-1]])
+        ]
         assert seen == [2]  # id 1 was skipped for good
     finally:
         for c in (a, b, reader):
@@ -183,8 +185,12 @@ async def test_restarted_consumer_resumes_exactly_after_its_ack(store):
 
 
 async def test_filtered_subscription_acknowledges_past_skipped_events(store):
-    store.append_many([NewEvent(event_type="custom.a" if i % 2 else "custom.b", stream_id="s", data={"i": i})
-                       for i in range(10)])
+    store.append_many(
+        [
+            NewEvent(event_type="custom.a" if i % 2 else "custom.b", stream_id="s", data={"i": i})
+            for i in range(10)
+        ]
+    )
     sub = store.subscribe(EventQuery(event_types=["custom.a"]), consumer="only-a", poll_interval=0.05)
     batch = await asyncio.wait_for(anext(sub), 10)
     await sub.aclose()

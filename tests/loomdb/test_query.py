@@ -13,16 +13,23 @@ from loomos.loomdb import EventQuery, NewEvent, QueryError
 def loaded(clocked_store, clock):
     s = clocked_store
     for i in range(30):
-        s.append(NewEvent(
-            event_type="model.training.checkpoint" if i % 3 else "data.ingested_raw",
-            stream_id=f"job-{i % 4}",
-            context={"compliance_level": "SOC2_TYPE2" if i % 2 else "HIPAA", "user_id": f"u{i % 5}"},
-            security={"roles": ["admin"] if i % 7 == 0 else ["ml"]},
-            tags=["healthcare"] if i % 5 == 0 else ["retail"],
-            data={"step": i, "uri": f"file:///c/{i}", "name": f"run-{i}",
-                  "hardware_config": {"gpu_count": i % 9, "gpu_type": "H100" if i % 2 else "A100"},
-                  "flag": i % 2 == 0, "items": ["a", "b"] if i % 6 == 0 else []},
-        ))
+        s.append(
+            NewEvent(
+                event_type="model.training.checkpoint" if i % 3 else "data.ingested_raw",
+                stream_id=f"job-{i % 4}",
+                context={"compliance_level": "SOC2_TYPE2" if i % 2 else "HIPAA", "user_id": f"u{i % 5}"},
+                security={"roles": ["admin"] if i % 7 == 0 else ["ml"]},
+                tags=["healthcare"] if i % 5 == 0 else ["retail"],
+                data={
+                    "step": i,
+                    "uri": f"file:///c/{i}",
+                    "name": f"run-{i}",
+                    "hardware_config": {"gpu_count": i % 9, "gpu_type": "H100" if i % 2 else "A100"},
+                    "flag": i % 2 == 0,
+                    "items": ["a", "b"] if i % 6 == 0 else [],
+                },
+            )
+        )
         clock.advance(hours=1)
     return s
 
@@ -33,14 +40,18 @@ def positions(store, **kw) -> list[int]:
 
 def test_filters(loaded):
     s = loaded
-    assert positions(s, filters=["data.hardware_config.gpu_count >= 7"]) == [i + 1 for i in range(30) if i % 9 >= 7]
+    assert positions(s, filters=["data.hardware_config.gpu_count >= 7"]) == [
+        i + 1 for i in range(30) if i % 9 >= 7
+    ]
     assert positions(s, filters=["tags contains healthcare"]) == [i + 1 for i in range(30) if i % 5 == 0]
-    assert positions(s, filters=["context.compliance_level = SOC2_TYPE2"]) == [i + 1 for i in range(30) if i % 2]
+    assert positions(s, filters=["context.compliance_level = SOC2_TYPE2"]) == [
+        i + 1 for i in range(30) if i % 2
+    ]
     assert positions(s, filters=["security.roles contains admin"]) == [i + 1 for i in range(30) if i % 7 == 0]
     assert positions(s, filters=["data.hardware_config.gpu_type = H100", "data.step < 5"]) == [2, 4]
     assert positions(s, filters=["data.flag = true", "data.step <= 4"]) == [1, 3, 5]
     assert positions(s, filters=["data.items contains b"]) == [i + 1 for i in range(30) if i % 6 == 0]
-    assert positions(s, filters=["data.name = \"run-3\""]) == [4]
+    assert positions(s, filters=['data.name = "run-3"']) == [4]
     assert positions(s, filters=["data.name >= run-8"]) == [9, 10]  # strings compare as strings
     assert positions(s, filters=["data.missing exists"]) == []
     assert len(positions(s, filters=["data.step exists"])) == 30
@@ -128,7 +139,7 @@ INJECTIONS = [
     "'; DROP TABLE loomdb_events; --",
     "x' OR '1'='1",
     "1) OR (1=1",
-    "\" OR \"\"=\"",
+    '" OR ""="',
     "$.a') OR 1=1 --",
     "{a,b}'; SELECT pg_sleep(1); --",
     "%' OR event_type LIKE '%",

@@ -14,11 +14,17 @@ from loomos.loomdb.retention import RetentionPolicy, apply_retention, read_archi
 
 def fill_months(store, clock, months: int = 4, per_month: int = 5) -> None:
     for m in range(months):
-        store.append_many([
-            NewEvent(event_type="custom.tick", stream_id=f"s{i % 2}", data={"m": m, "i": i, "x": 0.5 * i},
-                     context={"compliance_level": "HIPAA" if i == 0 else None})
-            for i in range(per_month)
-        ])
+        store.append_many(
+            [
+                NewEvent(
+                    event_type="custom.tick",
+                    stream_id=f"s{i % 2}",
+                    data={"m": m, "i": i, "x": 0.5 * i},
+                    context={"compliance_level": "HIPAA" if i == 0 else None},
+                )
+                for i in range(per_month)
+            ]
+        )
         clock.advance(days=31)
 
 
@@ -26,8 +32,12 @@ def test_archive_round_trip_and_chain_across_the_boundary(clocked_store, clock, 
     s = clocked_store
     fill_months(s, clock)  # Jan..Apr 2026; the clock ends in mid-May
     before = {e.position: e for e in s.read(0)}
-    policy = RetentionPolicy(archive_after_days=40, archive_uri=f"file://{tmp_path}/archive",
-                             per_compliance_level={"HIPAA": 2190}, default_days=400)
+    policy = RetentionPolicy(
+        archive_after_days=40,
+        archive_uri=f"file://{tmp_path}/archive",
+        per_compliance_level={"HIPAA": 2190},
+        default_days=400,
+    )
     actions = apply_retention(s, policy)
     assert [a["partition"] for a in actions] == ["2026-01", "2026-02", "2026-03"]
     assert [(a["first_position"], a["last_position"]) for a in actions] == [(1, 5), (6, 10), (11, 15)]
@@ -53,8 +63,13 @@ def test_archive_round_trip_and_chain_across_the_boundary(clocked_store, clock, 
     deep = s.verify(deep_archives=True)
     assert deep.ok and deep.checked == s.head()[0]
     if backend == "postgres":
-        parts = {r[0] for r in raw_sql("SELECT relname FROM pg_class WHERE relname LIKE 'loomdb_events_y%%' "
-                                       "AND relnamespace = current_schema()::regnamespace")}
+        parts = {
+            r[0]
+            for r in raw_sql(
+                "SELECT relname FROM pg_class WHERE relname LIKE 'loomdb_events_y%%' "
+                "AND relnamespace = current_schema()::regnamespace"
+            )
+        }
         assert "loomdb_events_y2026m01" not in parts and "loomdb_events_y2026m04" in parts
     # Nothing more is due: a second run changes nothing.
     assert apply_retention(s, policy) == []
@@ -96,7 +111,9 @@ def test_archive_to_s3(clocked_store, clock, monkeypatch):
     fill_months(s, clock, months=2)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket="loomdb-archive")
-        actions = apply_retention(s, RetentionPolicy(archive_after_days=20, archive_uri="s3://loomdb-archive/prod"))
+        actions = apply_retention(
+            s, RetentionPolicy(archive_after_days=20, archive_uri="s3://loomdb-archive/prod")
+        )
         assert actions and actions[0]["uri"].startswith("s3://loomdb-archive/prod/loomdb-")
         keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket="loomdb-archive")["Contents"]]
         assert len(keys) == len(actions)
@@ -119,7 +136,10 @@ def test_unwritable_archive_loses_nothing(clocked_store, clock, tmp_path):
     [
         ({"archive_uri": "ftp://x"}, "file:///dir or s3://"),
         ({"archive_uri": "s3://"}, "bucket"),
-        ({"archive_uri": "file:///a", "compress_after_days": 100, "archive_after_days": 10}, "compress_after_days"),
+        (
+            {"archive_uri": "file:///a", "compress_after_days": 100, "archive_after_days": 10},
+            "compress_after_days",
+        ),
         ({"archive_uri": "file:///a", "default_days": 0}, "default_days"),
         ({"archive_uri": "file:///a", "per_type": {"NOT A TYPE": 3}}, "per_type"),
         ({"archive_uri": "file:///a", "per_type": {"data.*": 0}}, "between"),
@@ -133,8 +153,12 @@ def test_bad_policies(kw, needle):
 
 
 def test_days_for():
-    p = RetentionPolicy(archive_uri="file:///a", default_days=100, per_type={"security.*": 3650, "debug.trace": 7},
-                        per_compliance_level={"SOX": 2555})
+    p = RetentionPolicy(
+        archive_uri="file:///a",
+        default_days=100,
+        per_type={"security.*": 3650, "debug.trace": 7},
+        per_compliance_level={"SOX": 2555},
+    )
     assert p.days_for({"event_type": "custom.x"}) == 100
     assert p.days_for({"event_type": "security.access.denied"}) == 3650
     assert p.days_for({"event_type": "debug.trace"}) == 7

@@ -133,13 +133,17 @@ def upgrade() -> None:
         op.execute("CREATE INDEX loomdb_events_event_id ON loomdb_events (event_id)")
         # Type + time range + order: recorded_at never decreases with position, so this index
         # also serves "ORDER BY position" within a type (query.py orders by both).
-        op.execute("CREATE INDEX loomdb_events_type_time ON loomdb_events (event_type, recorded_at, position)")
+        op.execute(
+            "CREATE INDEX loomdb_events_type_time ON loomdb_events (event_type, recorded_at, position)"
+        )
         op.execute("CREATE INDEX loomdb_events_stream ON loomdb_events (stream_id, stream_version)")
         op.execute("CREATE INDEX loomdb_events_position ON loomdb_events (position)")
         op.execute(PG_TRIGGER)
     else:
         op.execute(SQLITE_EVENTS)
-        op.execute("CREATE INDEX loomdb_events_type_time ON loomdb_events (event_type, recorded_at, position)")
+        op.execute(
+            "CREATE INDEX loomdb_events_type_time ON loomdb_events (event_type, recorded_at, position)"
+        )
         op.execute("CREATE INDEX loomdb_events_recorded ON loomdb_events (recorded_at)")
         for stmt in SQLITE_TRIGGERS:
             op.execute(stmt)
@@ -148,17 +152,21 @@ def upgrade() -> None:
         f"hash TEXT NOT NULL, recorded_at {ts} NOT NULL)"
     )
     epoch = "'1970-01-01T00:00:00+00:00'" if pg else "'1970-01-01T00:00:00.000000Z'"
-    op.execute(f"INSERT INTO loomdb_head (id, position, hash, recorded_at) VALUES (1, 0, '{GENESIS}', {epoch})")
+    op.execute(
+        f"INSERT INTO loomdb_head (id, position, hash, recorded_at) VALUES (1, 0, '{GENESIS}', {epoch})"
+    )
     op.execute(
         f"CREATE TABLE loomdb_streams (stream_id TEXT PRIMARY KEY, version {big} NOT NULL, "
         f"last_position {big} NOT NULL)"
     )
     op.execute(
-        f"CREATE TABLE loomdb_schemas (event_type TEXT NOT NULL, version TEXT NOT NULL, schema {js} NOT NULL, "
+        "CREATE TABLE loomdb_schemas (event_type TEXT NOT NULL, version TEXT NOT NULL, "
+        f"schema {js} NOT NULL, "
         f"registered_at {ts} NOT NULL, PRIMARY KEY (event_type, version))"
     )
     op.execute(
-        f"CREATE TABLE loomdb_consumers (name TEXT PRIMARY KEY, position {big} NOT NULL, updated_at {ts} NOT NULL)"
+        f"CREATE TABLE loomdb_consumers (name TEXT PRIMARY KEY, position {big} NOT NULL, "
+        f"updated_at {ts} NOT NULL)"
     )
     serial = "bigserial PRIMARY KEY" if pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
     op.execute(
@@ -171,7 +179,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("loomdb_archives", "loomdb_consumers", "loomdb_schemas", "loomdb_streams", "loomdb_head",
-                  "loomdb_events"):
+    for table in (
+        "loomdb_archives",
+        "loomdb_consumers",
+        "loomdb_schemas",
+        "loomdb_streams",
+        "loomdb_head",
+        "loomdb_events",
+    ):
         op.execute(f"DROP TABLE IF EXISTS {table}")
     op.execute("DROP TABLE IF EXISTS loomdb_retention_window")
