@@ -13,7 +13,8 @@ Figures:
   --writers concurrent threads (default 16); single_append_eps_1_writer: the same from one
   thread, which is bounded by the disk's fsync latency (every commit waits for it);
 - query_p99_ms: type + time range + one nested data filter, limit 100, over >= --query-events
-  events (default 1,000,000, appended through append_many);
+  events (default 1,000,000; appended through append_many, except with --quick on Postgres,
+  where the bulk is generated server-side: see sql_fill; the output names the method);
 - subscribe_latency_p99_ms: from an append's commit to delivery to a live subscriber.
 
 Postgres runs in a schema of its own (loomdb_bench_<pid>), dropped at the end.
@@ -96,6 +97,41 @@ def make_events(n: int, seed: int) -> list[NewEvent]:
 def pg_url(base: str, schema: str) -> str:
     sep = "&" if "?" in base else "?"
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+def sql_fill(store, n: int, since: datetime) -> None:
+    """--quick on Postgres: generate the query benchmark's bulk rows server-side (same table,
+    same indexes, same value distributions as make_events) instead of appending them one
+    million at a time. Their hashes are placeholders: only query speed is measured on them,
+    and the schema is dropped afterwards."""
+    if n <= 0:
+        return
+    with store._cursor() as (conn, cur):
+        head, _, last_ts = store._head_nolock(cur)
+        start = max(since, last_ts)
+        span = max((datetime.now(UTC) - start).total_seconds(), 1.0)
+        cur.execute(
+            f"""
+            INSERT INTO loomdb_events ({", ".join(EVENT_COLUMNS)})
+            SELECT %(head)s + g, gen_random_uuid(), (%(types)s::text[])[1 + g %% 10], NULL,
+                   'job-' || (g %% 500), g, now(),
+                   %(start)s::timestamptz + (g * %(step)s) * interval '1 microsecond',
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[]'::jsonb,
+                   NULL, NULL, NULL, '["bench"]'::jsonb, 'normal',
+                   jsonb_build_object(
+                       'step', g, 'loss', round(random()::numeric, 6), 'job_id', 'j' || (g %% 500),
+                       'hardware_config', jsonb_build_object(
+                           'gpu_count', 1 + floor(random() * 8)::int,
+                           'gpu_type', (ARRAY['H100','A100','L4','T4'])[1 + g %% 4])),
+                   '{{}}'::jsonb, NULL, 'fill', 'fill'
+            FROM generate_series(1, %(n)s) AS g
+            """,
+            {"head": head, "types": TYPES, "start": start, "step": span * 1e6 / n, "n": n},
+        )
+        cur.execute(
+            "UPDATE loomdb_head SET position = position + %s, recorded_at = %s", [n, datetime.now(UTC)]
+        )
+        conn.commit()
 
 
 def batch_append(store, events: list[NewEvent], batch_size: int) -> float:
@@ -272,14 +308,19 @@ def main() -> None:
         result["single_append_eps_1_writer"] = round(single_appends(store, single_n // 4, 1))
         started = datetime.now(UTC)
         need = args.query_events - store.head()[0]
-        log(f"filling to {args.query_events} events ({need} more)")
-        chunk = 20_000
-        while need > 0:
-            k = min(chunk, need)
-            evs = make_events(k, seed=need)
-            for i in range(0, k, args.batch_size):
-                store.append_many(evs[i : i + args.batch_size])
-            need -= k
+        fill = "append_many" if not args.quick or args.backend == "sqlite" else "sql"
+        log(f"filling to {args.query_events} events ({need} more, via {fill})")
+        if fill == "sql":
+            sql_fill(store, need, started)
+        else:
+            chunk = 20_000
+            while need > 0:
+                k = min(chunk, need)
+                evs = make_events(k, seed=need)
+                for i in range(0, k, args.batch_size):
+                    store.append_many(evs[i : i + args.batch_size])
+                need -= k
+        result["query_fill"] = fill
         ended = datetime.now(UTC)
         if args.backend == "postgres":
             with store._cursor() as (conn, cur):

@@ -76,29 +76,43 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _construct(cls: type[Any], values: dict[str, Any]) -> Any:
+    """What pydantic's model_construct does for a model with every field given, without its
+    per-field bookkeeping: reading 100 events spent most of its time there."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
 def row_to_event(row: dict[str, Any]) -> Event:
-    # Rows were validated on the way in; model_construct skips revalidating every read, and
-    # any tampering is verify()'s job.
-    return Event.model_construct(
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        stream_id=row["stream_id"],
-        occurred_at=row["occurred_at"],
-        correlation_id=row["correlation_id"],
-        causation_id=row["causation_id"],
-        context=AuditContext.model_construct(**{f: row[f] for f in AUDIT_FIELDS}),
-        security=SecurityContext.model_construct(**{f: row[f] for f in SECURITY_FIELDS}),
-        tags=row["tags"],
-        priority=Priority(row["priority"]),
-        data=row["data"],
-        metadata=row["metadata"],
-        retention_days=row["retention_days"],
-        position=int(row["position"]),
-        stream_version=int(row["stream_version"]),
-        recorded_at=row["recorded_at"],
-        schema_version=row["schema_version"],
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
+    # Rows were validated on the way in; reads skip revalidating them (any tampering is
+    # verify()'s job).
+    return _construct(
+        Event,
+        {
+            "event_id": row["event_id"],
+            "event_type": row["event_type"],
+            "stream_id": row["stream_id"],
+            "occurred_at": row["occurred_at"],
+            "correlation_id": row["correlation_id"],
+            "causation_id": row["causation_id"],
+            "context": _construct(AuditContext, {f: row[f] for f in AUDIT_FIELDS}),
+            "security": _construct(SecurityContext, {f: row[f] for f in SECURITY_FIELDS}),
+            "tags": row["tags"],
+            "priority": Priority(row["priority"]),
+            "data": row["data"],
+            "metadata": row["metadata"],
+            "retention_days": row["retention_days"],
+            "position": int(row["position"]),
+            "stream_version": int(row["stream_version"]),
+            "recorded_at": row["recorded_at"],
+            "schema_version": row["schema_version"],
+            "prev_hash": row["prev_hash"],
+            "hash": row["hash"],
+        },
     )
 
 
@@ -542,9 +556,26 @@ class EventStore:
         # index return rows already ordered and stop after `limit`.
         order = f"recorded_at {direction}, position {direction}" if q.event_types else f"position {direction}"
         sql = f"SELECT {_COLS} FROM loomdb_events WHERE {sb.where()} ORDER BY {order} LIMIT {self.backend.ph}"
-        with self._read() as cur:
-            cur.execute(sql, [*sb.params, q.limit + 1])
-            rows = [self.backend.py_row(r) for r in cur.fetchall()]
+        params = [*sb.params, q.limit + 1]
+        if self.backend.name == "postgresql":
+            # One statement reads one snapshot: no explicit transaction needed.
+            with self._cursor() as (conn, cur):
+                try:
+                    with conn.pipeline():
+                        if q.event_types:
+                            # Postgres guesses JSON filters to be very selective and so prefers a
+                            # bitmap scan of the whole type/time range plus a sort; the ordered
+                            # index scan that stops after `limit` matches is what a paged query
+                            # wants (tens of times faster at a million events).
+                            conn.cursor().execute("SET LOCAL enable_bitmapscan = off")
+                        cur.execute(sql, params)
+                    rows = [self.backend.py_row(r) for r in cur.fetchall()]
+                finally:
+                    conn.rollback()
+        else:
+            with self._read() as cur:
+                cur.execute(sql, params)
+                rows = [self.backend.py_row(r) for r in cur.fetchall()]
         more = len(rows) > q.limit
         rows = rows[: q.limit]
         cursor = encode_cursor(int(rows[-1]["position"]), q.order) if more and rows else None
