@@ -54,6 +54,9 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENV_RUN_TOKEN = "LOOMOS_RUN_TOKEN"
 
 PROCESS_POLL_S = 0.1
+# Once a rank has failed, how long the other ranks get to exit on their own (torchrun's SIGTERM)
+# before they are killed; capped by the node's cancel grace.
+STRAGGLER_GRACE_S = 10.0
 HEARTBEAT_EVERY_S = 0.5
 TAIL_LINES = 20
 TAIL_SCAN_BYTES = 256 * 1024
@@ -177,6 +180,32 @@ def _timestamp(raw: Any) -> datetime | None:
     if isinstance(raw, int | float):
         return datetime.fromtimestamp(raw, UTC)
     return None
+
+
+class LauncherFailureWatcher:
+    """Notices torchrun starting to close the other ranks after one failed: its own log record
+    "Sending process N closing signal SIGTERM". Reads only what was appended since the last call.
+    Best effort: if torchrun words it differently, its own 30 s wait applies."""
+
+    def __init__(self, path: Path, offset: int, launcher_pid: int) -> None:
+        self.path = path
+        self.offset = offset
+        self.pattern = re.compile(
+            rf"^[WI]\d{{4}} [\d:.]+ +{launcher_pid} .*\] Sending process \d+ closing signal"
+        )
+        self._partial = b""
+
+    def poll(self) -> bool:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read(4 * 1024 * 1024)
+        except OSError:
+            return False
+        self.offset += len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()[-4096:]  # a record line is short; never buffer a huge line
+        return any(self.pattern.match(line.decode("utf-8", errors="replace")) for line in lines)
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -462,14 +491,24 @@ class TrainingActivities:
         log.info("training started", pid=proc.pid, log_path=str(log_path), checkpoint_dir=ckpt_dir)
         reader = ProgressReader(progress_path, progress)
 
+        watcher = LauncherFailureWatcher(log_path, run_start, proc.pid)
+        straggler_grace = min(STRAGGLER_GRACE_S, self.settings.node.cancel_grace_s)
         try:
             last_beat = 0.0
+            failure_seen_at: float | None = None
+            stragglers_killed = False
             while proc.poll() is None:
                 now = time.monotonic()
                 if now - last_beat >= HEARTBEAT_EVERY_S:
                     reader.poll()
                     activity.heartbeat(progress.model_copy())
                     last_beat = now
+                    if failure_seen_at is None and watcher.poll():
+                        failure_seen_at = now
+                if (failure_seen_at is not None and not stragglers_killed
+                        and now - failure_seen_at >= straggler_grace):
+                    stragglers_killed = True
+                    await self._kill_stragglers(proc, token, log)
                 await asyncio.sleep(PROCESS_POLL_S)
         except asyncio.CancelledError:
             log.info("cancel requested: stopping training", grace_s=self.settings.node.cancel_grace_s)
@@ -588,6 +627,19 @@ class TrainingActivities:
         if cc.interval_minutes is not None:
             env[contract.ENV_CHECKPOINT_INTERVAL_MINUTES] = repr(float(cc.interval_minutes))
         return env
+
+    async def _kill_stragglers(self, proc: Any, token: str, log: Any) -> None:
+        """A rank failed and torchrun is waiting for the others: SIGKILL them, not torchrun.
+
+        After a peer's death, NCCL ranks sit in their collective and never run their SIGTERM
+        handler, and torchrun waits a fixed 30 s before killing them. The attempt is lost
+        either way; torchrun, left alive, still writes its per-rank failure summary.
+        """
+        ranks = await asyncio.to_thread(attempt_processes, token, proc.pid)
+        ranks.discard(proc.pid)
+        if ranks and proc.poll() is None:
+            log.warning("a rank failed; killing ranks still running", pids=sorted(ranks))
+            _signal_all(ranks, signal.SIGKILL)
 
     async def _stop_uncancellable(self, proc: Any, token: str, log: Any) -> None:
         """_stop() to its end even if more cancellations arrive: the processes must be gone."""

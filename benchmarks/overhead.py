@@ -155,6 +155,9 @@ def measure_throughput_ratio(opts: Options) -> dict[str, Any]:
         "loomos_samples_per_s": round(loomos, 1),
         "torchrun_samples_per_s": round(plain, 1),
         "throughput_runs_per_side": opts.pairs,
+        # The single runs, so a reader can see how noisy the machine was.
+        "loomos_samples_per_s_runs": [round(v) for v in loomos_runs],
+        "torchrun_samples_per_s_runs": [round(v) for v in plain_runs],
     }
 
 

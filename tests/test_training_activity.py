@@ -264,6 +264,30 @@ async def test_sigkill_without_an_oom_kill_is_a_crash(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+async def test_ranks_stuck_after_a_peer_failed_are_killed_early(tmp_path: Path) -> None:
+    # Rank 0 stands for an NCCL rank blocked in a collective: it never acts on SIGTERM.
+    # torchrun alone would wait 30 s before SIGKILLing it.
+    spec = script_spec(tmp_path / "job", """
+        import os, signal, sys, time
+        if os.environ["RANK"] == "1":
+            time.sleep(0.5)
+            print("rank 1 gives up", file=sys.stderr, flush=True)
+            sys.exit(1)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(300)
+    """)
+    acts = TrainingActivities(make_settings(tmp_path, grace_s=2), NODE)
+    job_id = new_job_id("stuck")
+    started = time.monotonic()
+    err, _ = await run_training(acts, request(job_id, spec))
+    assert time.monotonic() - started < 20
+    assert err.type == FailureKind.TRAINING_CRASHED.value, err.message
+    assert "rank 1 (local rank 1) exited with code 1; then rank 0 killed by SIGKILL" in err.message
+    assert "rank 1 gives up" in err.message
+    assert not live_processes_of(job_id)
+
+
+@pytest.mark.e2e
 async def test_environment_of_the_ranks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A node worker that itself runs with launcher variables must not hand them to the job.
     monkeypatch.setenv("MASTER_PORT", "1")
