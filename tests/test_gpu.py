@@ -61,10 +61,12 @@ async def test_demo_on_cuda_with_nccl_crashes_and_resumes(tmp_path: Path) -> Non
                                nproc_per_node=world)
 
     # Attempt 1: one rank fails at step 25. With NCCL the surviving rank may sit in a collective
-    # until torchrun's clean-up kills it; the attempt still ends as a (retryable) crash.
+    # until run_training kills it (10 s after torchrun starts closing ranks); the attempt still
+    # ends as a retryable crash whose root cause is the failing rank.
     err, _ = await _run(acts, req(1))
     assert isinstance(err, ApplicationError), err
     assert err.type == FailureKind.TRAINING_CRASHED.value and not err.non_retryable, err.message
+    assert f"rank {world - 1} (local rank {world - 1}) exited with code 1" in err.message
     assert err.details[0].last_checkpoint.step == 20
     log1 = (tmp_path / "logs" / job_id / "attempt-1-node-0.log").read_text()
     assert f"rank 0/{world} on cuda:0 (nccl)" in log1
