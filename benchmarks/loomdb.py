@@ -13,8 +13,8 @@ Figures:
   --writers concurrent threads (default 16); single_append_eps_1_writer: the same from one
   thread, which is bounded by the disk's fsync latency (every commit waits for it);
 - query_p99_ms: type + time range + one nested data filter, limit 100, over >= --query-events
-  events (default 1,000,000; appended through append_many, except with --quick on Postgres,
-  where the bulk is generated server-side: see sql_fill; the output names the method);
+  events (default 1,000,000; appended through append_many, except with --quick, where the
+  bulk is generated in SQL: see sql_fill; the output names the method);
 - subscribe_latency_p99_ms: from an append's commit to delivery to a live subscriber.
 
 Postgres runs in a schema of its own (loomdb_bench_<pid>), dropped at the end.
@@ -99,6 +99,39 @@ def pg_url(base: str, schema: str) -> str:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
+def sqlite_fill(store, n: int, since: datetime) -> None:
+    """--quick on SQLite: the same as sql_fill, with a recursive CTE."""
+    if n <= 0:
+        return
+    with store._cursor() as (conn, cur):
+        head = store._head_nolock(cur)[0]
+        start = since.timestamp()
+        span = max(time.time() - start, 1.0)
+        types = ", ".join(f"'{t}'" for t in TYPES)  # constants of this file
+        cur.execute("BEGIN IMMEDIATE")
+        cur.execute(
+            f"""
+            WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < ?)
+            INSERT INTO loomdb_events ({", ".join(EVENT_COLUMNS)})
+            SELECT ? + x, lower(hex(randomblob(16))),
+                   json_extract(json_array({types}), '$[' || (x % 10) || ']'),
+                   NULL, 'fill-' || (x % 500), x, strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'),
+                   strftime('%Y-%m-%dT%H:%M:%S', ? + x * ?, 'unixepoch') || '.000000+00:00',
+                   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[]', NULL, NULL, NULL,
+                   '["bench"]', 'normal',
+                   json_object('step', x, 'loss', abs(random() % 1000000) / 1e6, 'job_id', 'j' || (x % 500),
+                               'hardware_config', json_object('gpu_count', 1 + abs(random() % 8),
+                               'gpu_type',
+                               json_extract('["H100","A100","L4","T4"]', '$[' || (x % 4) || ']'))),
+                   '{{}}', NULL, 'fill', 'fill'
+            FROM g
+            """,
+            [n, head, start, span / n],
+        )
+        cur.execute("UPDATE loomdb_head SET position = position + ?", [n])
+        cur.execute("COMMIT")
+
+
 def sql_fill(store, n: int, since: datetime) -> None:
     """--quick on Postgres: generate the query benchmark's bulk rows server-side (same table,
     same indexes, same value distributions as make_events) instead of appending them one
@@ -114,7 +147,7 @@ def sql_fill(store, n: int, since: datetime) -> None:
             f"""
             INSERT INTO loomdb_events ({", ".join(EVENT_COLUMNS)})
             SELECT %(head)s + g, gen_random_uuid(), (%(types)s::text[])[1 + g %% 10], NULL,
-                   'job-' || (g %% 500), g, now(),
+                   'fill-' || (g %% 500), g, now(),
                    %(start)s::timestamptz + (g * %(step)s) * interval '1 microsecond',
                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '[]'::jsonb,
                    NULL, NULL, NULL, '["bench"]'::jsonb, 'normal',
@@ -308,10 +341,10 @@ def main() -> None:
         result["single_append_eps_1_writer"] = round(single_appends(store, single_n // 4, 1))
         started = datetime.now(UTC)
         need = args.query_events - store.head()[0]
-        fill = "append_many" if not args.quick or args.backend == "sqlite" else "sql"
+        fill = "sql" if args.quick else "append_many"
         log(f"filling to {args.query_events} events ({need} more, via {fill})")
         if fill == "sql":
-            sql_fill(store, need, started)
+            (sql_fill if args.backend == "postgres" else sqlite_fill)(store, need, started)
         else:
             chunk = 20_000
             while need > 0:
