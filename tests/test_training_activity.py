@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import textwrap
 import time
 import uuid
@@ -395,6 +397,54 @@ async def test_cancel_kills_ranks_that_ignore_sigterm_and_their_detached_childre
         await task
     assert time.monotonic() - started < 10  # torchrun alone would wait 30 s before SIGKILL
     assert not live_processes_of(job_id)
+
+
+FAKE_NODE_WORKER = """
+import asyncio, sys
+from temporalio.testing import ActivityEnvironment
+from activities.training import TrainingActivities
+from loomos.config import Settings
+from loomos.models import TrainingRequest
+from loomos.spec import load_spec
+
+root, job_id, demo = sys.argv[1:4]
+settings = Settings()
+settings.checkpoints.root = root + "/checkpoints"
+settings.logs.root = root + "/logs"
+spec = load_spec(demo)
+spec.args = ["--steps", "1000", "--step-sleep", "0.05"]
+spec.checkpoint_config.interval_steps = 500
+req = TrainingRequest(job_id=job_id, workflow_id="job-" + job_id, attempt=1, spec=spec, nproc_per_node=2)
+asyncio.run(ActivityEnvironment().run(TrainingActivities(settings, "doomed").run_training, req))
+"""
+
+
+@pytest.mark.e2e
+async def test_a_killed_node_worker_does_not_leave_the_job_running(tmp_path: Path) -> None:
+    job_id = new_job_id("orphan")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", FAKE_NODE_WORKER, str(tmp_path), job_id, str(DEMO_SPEC)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    progress = tmp_path / "logs" / job_id / "attempt-1-node-0.progress.jsonl"
+    deadline = time.monotonic() + 60
+    try:
+        while not (progress.exists() and '"step":5' in progress.read_text()):
+            assert worker.poll() is None and time.monotonic() < deadline, "training never reached step 5"
+            await asyncio.sleep(0.1)
+        assert len(live_processes_of(job_id)) >= 3
+        worker.kill()  # SIGKILL: no chance to clean up
+        worker.wait()
+        deadline = time.monotonic() + 30
+        while live_processes_of(job_id):
+            assert time.monotonic() < deadline, "the job outlived its node worker"
+            await asyncio.sleep(0.1)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    # torchrun got SIGTERM from the kernel and passed it on: the ranks saved a stop checkpoint.
+    saved = [json.loads(line) for line in progress.read_text().splitlines() if '"checkpoint"' in line]
+    assert saved and saved[-1]["step"] >= 5 and saved[-1]["step"] % 500 != 0
 
 
 @pytest.mark.e2e
