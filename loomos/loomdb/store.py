@@ -48,6 +48,12 @@ from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_PAGED_QUERY_SETTINGS = (
+    "SET LOCAL enable_bitmapscan = off",
+    "SET LOCAL enable_seqscan = off",
+    "SET LOCAL enable_sort = off",
+    "SET LOCAL jit = off",
+)
 _COLS = ", ".join(EVENT_COLUMNS)
 
 
@@ -563,12 +569,16 @@ class EventStore:
                 try:
                     with conn.pipeline():
                         if q.event_types:
-                            # Postgres guesses JSON filters to be very selective and so prefers a
-                            # bitmap scan of the whole type/time range plus a sort; the ordered
-                            # index scan that stops after `limit` matches is what a paged query
-                            # wants (tens of times faster at a million events).
-                            conn.cursor().execute("SET LOCAL enable_bitmapscan = off")
-                        cur.execute(sql, params)
+                            # Postgres guesses JSON filters to be very selective and so prefers to
+                            # read the whole type/time range (bitmap, seq or primary-key scan) and
+                            # sort; the ordered (event_type, recorded_at, position) index scan that
+                            # stops after `limit` matches is what a paged query wants: at a million
+                            # events ~1 ms instead of 30-300 ms. JIT only slows such queries down.
+                            for setting in _PAGED_QUERY_SETTINGS:
+                                conn.cursor().execute(setting)
+                        # Never a prepared (generic) plan: it cannot prune partitions or use the
+                        # time range's selectivity, and fell back to scanning whole partitions.
+                        cur.execute(sql, params, prepare=False)
                     rows = [self.backend.py_row(r) for r in cur.fetchall()]
                 finally:
                     conn.rollback()
