@@ -1,10 +1,15 @@
-"""Training activities: run one node's share of an attempt with torchrun, and read its logs.
+"""Training activities: run one node's share of an attempt with torchrun, and read its records.
 
 `run_training` starts `python -m torch.distributed.run` for the request's ranks, heartbeats the
 progress channel the script's rank 0 writes (see loomos/train.py), and turns the exit into a
 result or a classified ApplicationError the job workflow decides retries on. It never runs
-inside the training processes; a cancelled activity stops them with SIGTERM (the script saves a
-checkpoint) and SIGKILL after the grace period, and no process of the attempt outlives it.
+inside the training processes. No process of an attempt outlives it: a cancelled activity stops
+them with SIGTERM (the script saves a checkpoint) and SIGKILL after the grace period; ranks that
+hang after a peer failed are killed; leftovers are found by a per-attempt environment token;
+and torchrun gets SIGTERM from the kernel if the node worker itself dies.
+
+`read_training_log` and `read_training_progress` read an attempt's log and progress record on
+the node that ran it (logs and progress files stay on the node).
 """
 
 from __future__ import annotations

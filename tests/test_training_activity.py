@@ -208,6 +208,17 @@ async def test_missing_entrypoint_or_directory_is_invalid_job(tmp_path: Path) ->
     assert err.type == FailureKind.INVALID_JOB.value and "safe identifier" in err.message
 
 
+async def test_unusable_checkpoint_uri_is_invalid_job(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('never started')\n")
+    spec = JobSpec(name="x", entrypoint="train.py", working_directory=str(tmp_path))
+    acts = TrainingActivities(make_settings(tmp_path), NODE)
+    for uri, words in (("gs://bucket/ckpt", "unsupported"), ("file://host/ckpt", "remote host"),
+                       ("s3:///no-bucket", "no bucket")):
+        err, _ = await run_training(acts, request(new_job_id("uri"), spec, checkpoint_uri=uri))
+        assert isinstance(err, ApplicationError), err
+        assert err.type == FailureKind.INVALID_JOB.value and err.non_retryable and words in err.message
+
+
 @pytest.mark.e2e
 async def test_bad_argument_is_invalid_arguments(tmp_path: Path) -> None:
     acts = TrainingActivities(make_settings(tmp_path), NODE)
