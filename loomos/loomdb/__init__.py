@@ -1,4 +1,27 @@
-"""LoomDB: the tamper-evident, gap-safe event store behind LoomOS's audit trail."""
+"""LoomDB: the tamper-evident, gap-safe event store behind LoomOS's audit trail.
+
+    store = open_event_store(settings.loomdb.url)   # sqlite:////abs/path or postgresql://...
+    store.append(NewEvent(event_type="data.accessed", stream_id="dataset-7", data={...}))
+    page = store.query(EventQuery(event_types=["model.*"], filters=["data.hardware_config.gpu_count >= 4"]))
+    async for batch in store.subscribe(consumer="billing"): ...; store.ack("billing", batch.position)
+    report = store.verify()
+
+How it stays right:
+- Ordering (no gaps, no skips): writers are serialised on the chain-head row (Postgres
+  `SELECT ... FOR UPDATE`, SQLite `BEGIN IMMEDIATE`), so a position is only handed out after
+  every lower position has committed; a reader following `position > last seen` cannot miss a
+  late commit. Concurrent appends in one process share a transaction (group commit), so the
+  lock costs one fsync per group, not per event.
+- Idempotency: event_id is the key; a retried append returns the original positions.
+- Optimistic concurrency: `expected_version` per stream (0 = must not exist yet).
+- Tamper evidence: each event stores SHA-256 over its canonical form, which includes its
+  position and its predecessor's hash; `verify()` names the first altered, inserted or deleted
+  event and checks the end of the chain against the head row.
+- Immutability: no update/delete API; triggers refuse UPDATE/DELETE/TRUNCATE (deletes only
+  inside a retention window). Retention (retention.py) archives whole months to JSON Lines
+  (gzip, file:// or s3://) and drops them; manifests keep the chain verifiable across them.
+- Schema: Alembic migrations in migrations/, run when a store is opened.
+"""
 
 from loomos.loomdb.errors import (
     ConcurrencyError,

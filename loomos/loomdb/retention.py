@@ -9,7 +9,12 @@ a `compliance.retention.applied` event.
 
 Retention days (default, per type, per compliance level, or the event's own override) say how
 long an event must be kept anywhere; the manifest's `expires_at` is the latest such date of
-its events, after which the archive object may be deleted.
+its events, after which the archive object may be deleted (LoomDB does not delete archive
+objects itself yet).
+
+`compress_after_days` is validated and recorded with every retention action, but not acted on
+yet: Postgres does not recompress stored values on VACUUM FULL or CLUSTER, and rewriting an
+immutable partition to force it is left for later.
 """
 
 from __future__ import annotations
