@@ -12,9 +12,11 @@ long an event must be kept anywhere; the manifest's `expires_at` is the latest s
 its events, after which the archive object may be deleted (LoomDB does not delete archive
 objects itself yet).
 
-`compress_after_days` is validated and recorded with every retention action, but not acted on
-yet: Postgres does not recompress stored values on VACUUM FULL or CLUSTER, and rewriting an
-immutable partition to force it is left for later.
+`compress_after_days` (Postgres): a month older than that, not yet archived, is rewritten into a
+new partition whose data and metadata columns use LZ4 compression (values are decompressed and
+recompressed on the way, since VACUUM FULL and CLUSTER keep stored values as they are), then
+swapped in within one transaction; the content, and so the hash chain, is unchanged. SQLite has
+no per-table compression: the setting does nothing there.
 """
 
 from __future__ import annotations
@@ -204,7 +206,59 @@ def apply_retention(store: Any, policy: RetentionPolicy, now: datetime | None = 
         action = _archive_period(store, policy, start, next_month(start))
         if action is not None:
             actions.append(action)
+    if policy.compress_after_days is not None and store.backend.name == "postgresql":
+        for start in _periods(store, now - timedelta(days=policy.compress_after_days)):
+            action = _compress_period(store, policy, start)
+            if action is not None:
+                actions.append(action)
     return actions
+
+
+def _compress_period(store: Any, policy: RetentionPolicy, start: datetime) -> dict[str, Any] | None:
+    name = partition_name(start)
+    fresh = f"{name}_lz4"
+    period = f"{start.year:04d}-{start.month:02d}"
+    columns = ", ".join(EVENT_COLUMNS)
+    # ::text::jsonb makes Postgres decompress and re-store each value with the new method.
+    select = ", ".join(f"{c}::text::jsonb" if c in ("data", "metadata") else c for c in EVENT_COLUMNS)
+    with store._write() as cur:
+        cur.execute(
+            "SELECT a.attcompression FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace AND a.attname = 'data'",
+            [name],
+        )
+        found = cur.fetchone()
+        if found is None or found[0] == "l":
+            return None  # archived already, or compressed already
+        # Names and bounds come from two integers; nothing here is input.
+        cur.execute(f"CREATE TABLE {fresh} (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        cur.execute(
+            f"ALTER TABLE {fresh} ALTER COLUMN data SET COMPRESSION lz4, "
+            "ALTER COLUMN metadata SET COMPRESSION lz4"
+        )
+        cur.execute(f"INSERT INTO {fresh} ({columns}) SELECT {select} FROM {name} ORDER BY position")
+        count = cur.rowcount
+        cur.execute(f"ALTER TABLE loomdb_events DETACH PARTITION {name}")
+        cur.execute(f"DROP TABLE {name}")
+        cur.execute(f"ALTER TABLE {fresh} RENAME TO {name}")
+        # Attaching builds the partition's indexes and clones the immutability triggers.
+        cur.execute(
+            f"ALTER TABLE loomdb_events ATTACH PARTITION {name} "
+            f"FOR VALUES FROM ('{start.isoformat()}') TO ('{next_month(start).isoformat()}')"
+        )
+        action = {"action": "compressed", "partition": period, "event_count": count}
+        record = NewEvent(
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"loomdb:{store.schema_name}:compress:{period}"),
+            event_type=RETENTION_EVENT,
+            stream_id="loomdb-retention",
+            data={**action, "policy": policy.model_dump(mode="json")},
+            context={"compliance_level": "SYSTEM"},
+            tags=["retention"],
+        )
+        store._append_locked(
+            cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None, commit=False
+        )
+    return action
 
 
 def _archive_period(

@@ -184,3 +184,42 @@ def test_trigger_allows_deletes_only_inside_a_retention_window(pg_schema_url):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="immutable"):
             conn.execute("DELETE FROM loomdb_events WHERE event_type = 'custom.new'")
         conn.rollback()
+
+
+@pytest.mark.postgres
+def test_compress_rewrites_old_partitions_with_lz4(pg_schema_url, tmp_path):
+    from datetime import timedelta
+
+    import psycopg
+
+    from loomos.loomdb import open_event_store
+
+    now = [datetime(2026, 1, 10, tzinfo=UTC)]
+    s = open_event_store(pg_schema_url, clock=lambda: now[0])
+    big = {"blob": "x" * 5000, "n": 1.5}  # large enough to be TOASTed and compressed
+    for _ in range(3):
+        s.append_many([NewEvent(event_type="custom.big", stream_id="s", data=big) for _ in range(3)])
+        now[0] += timedelta(days=31)
+    before = [(e.position, e.hash, e.data) for e in s.read(0)]
+    policy = RetentionPolicy(archive_after_days=365, compress_after_days=20, archive_uri=f"file://{tmp_path}")
+    actions = apply_retention(s, policy)
+    assert [(a["action"], a["partition"], a["event_count"]) for a in actions] == [
+        ("compressed", "2026-01", 3),
+        ("compressed", "2026-02", 3),
+    ]
+    assert apply_retention(s, policy) == []  # already compressed
+    with psycopg.connect(pg_schema_url.replace("+psycopg", "")) as conn:
+        methods = dict(
+            conn.execute(
+                "SELECT c.relname, a.attcompression FROM pg_attribute a "
+                "JOIN pg_class c ON c.oid = a.attrelid "
+                "WHERE c.relname LIKE 'loomdb_events_y2026m0%%' AND a.attname = 'data' "
+                "AND c.relnamespace = current_schema()::regnamespace"
+            ).fetchall()
+        )
+        assert methods["loomdb_events_y2026m01"] == "l" and methods["loomdb_events_y2026m03"] != "l"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE loomdb_events SET event_type = 'x.y' WHERE position = 1")
+    assert [(e.position, e.hash, e.data) for e in s.read(0)][:9] == before
+    assert s.verify().ok
+    s.close()
