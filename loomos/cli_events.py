@@ -233,6 +233,42 @@ def verify(
         raise typer.Exit(1)
 
 
+@events_app.command("retention")
+def retention(
+    policy_file: Path = typer.Option(..., "--policy", help="YAML or JSON file with a RetentionPolicy"),
+    as_json: bool = typer.Option(False, "--json"),
+    db_url: str | None = typer.Option(None, help=DB_URL_HELP),
+) -> None:
+    """Apply a retention policy: archive old months (JSON Lines, gzip, file:// or s3://), drop
+    them, compress older partitions (Postgres); each action is recorded as an event."""
+    import yaml
+
+    from loomos.loomdb.retention import RetentionPolicy, apply_retention
+
+    with _errors():
+        try:
+            raw = yaml.safe_load(policy_file.read_text())
+        except yaml.YAMLError as exc:
+            raise _fail(f"{policy_file}: not valid YAML or JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise _fail(f"{policy_file}: expected a mapping of RetentionPolicy fields")
+        policy = RetentionPolicy.model_validate(raw)
+        actions = apply_retention(_store(db_url), policy)
+    if as_json:
+        print(json.dumps(actions))
+        return
+    if not actions:
+        console.print("nothing to do: no period is old enough")
+        return
+    t = Table(title="Retention applied")
+    for col in ("action", "period", "positions", "events", "archive"):
+        t.add_column(col, overflow="fold")
+    for a in actions:
+        span = f"{a['first_position']}..{a['last_position']}" if "first_position" in a else ""
+        t.add_row(a["action"], a["partition"], span, str(a["event_count"]), a.get("uri", ""))
+    console.print(t)
+
+
 @compliance_app.command("report")
 def report(
     start: str = typer.Option(..., help="ISO 8601 start (inclusive)"),

@@ -142,3 +142,27 @@ def test_unreachable_database_is_one_line(tmp_path):
     assert r.exit_code == 2 and "cannot use LoomDB" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["events", "verify", "--db-url", "mysql://x/y"])
     assert r.exit_code == 2 and "unsupported" in r.output
+
+
+def test_retention(store_url, tmp_path):
+    from datetime import UTC, datetime
+
+    from loomos.loomdb import open_event_store
+
+    now = [datetime(2026, 1, 10, tzinfo=UTC)]
+    s = open_event_store(store_url, clock=lambda: now[0])
+    s.append(NewEvent(event_type="custom.old", stream_id="s"))
+    s.close()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"archive_after_days: 30\narchive_uri: file://{tmp_path}/archive\n")
+    r = run("events", "retention", "--db-url", store_url, "--policy", str(policy), "--json")
+    assert r.exit_code == 0, r.output
+    assert [a["partition"] for a in json.loads(r.stdout)] == ["2026-01"]
+    assert run("events", "verify", "--db-url", store_url).exit_code == 0
+    del now
+    policy.write_text("archive_after_days: 0\narchive_uri: ftp://nowhere\n")
+    r = runner.invoke(app, ["events", "retention", "--db-url", store_url, "--policy", str(policy)])
+    assert r.exit_code == 2 and "archive_after_days" in r.output and "Traceback" not in r.output
+    policy.write_text("[1, 2")
+    r = runner.invoke(app, ["events", "retention", "--db-url", store_url, "--policy", str(policy)])
+    assert r.exit_code == 2 and "not valid YAML" in r.output
