@@ -159,7 +159,6 @@ def test_retention(store_url, tmp_path):
     assert r.exit_code == 0, r.output
     assert [a["partition"] for a in json.loads(r.stdout)] == ["2026-01"]
     assert run("events", "verify", "--db-url", store_url).exit_code == 0
-    del now
     policy.write_text("archive_after_days: 0\narchive_uri: ftp://nowhere\n")
     r = runner.invoke(app, ["events", "retention", "--db-url", store_url, "--policy", str(policy)])
     assert r.exit_code == 2 and "archive_after_days" in r.output and "Traceback" not in r.output
