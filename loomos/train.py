@@ -260,6 +260,10 @@ def finish() -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if dist.get_world_size() > 1:
+            # Tearing down while a peer is still finishing its last collective can abort the
+            # process in gloo's teardown (seen as SIGABRT after a finished run): meet first.
+            dist.barrier()
         dist.destroy_process_group()
 
 
