@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import threading
 import uuid
@@ -241,8 +242,6 @@ class EventStore:
             rows = cur.fetchall()
         for event_type, version, schema in rows:
             if isinstance(schema, str):
-                import json
-
                 schema = json.loads(schema)
             self.schemas.add(SchemaRegistry.check(event_type, version, schema))
 
@@ -271,8 +270,6 @@ class EventStore:
             raise SchemaError(
                 f"{event_type}: version {version} is older than the registered {latest.version}"
             )
-        import json
-
         with self._write() as cur:
             cur.execute(
                 self._sql("SELECT schema FROM loomdb_schemas WHERE event_type = %s AND version = %s"),
