@@ -7,6 +7,7 @@ Commits NOTIFY a per-schema channel that live subscribers LISTEN on.
 
 from __future__ import annotations
 
+import operator
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,7 @@ _COPY_TYPES = [
 assert len(_COPY_TYPES) == len(EVENT_COLUMNS)
 _COPY_SQL = f"COPY loomdb_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _JSON_IDX = [i for i, c in enumerate(EVENT_COLUMNS) if c in JSON_COLUMNS]
+_COLUMNS = operator.itemgetter(*EVENT_COLUMNS)
 _I_DATA = EVENT_COLUMNS.index("data")
 _I_METADATA = EVENT_COLUMNS.index("metadata")
 
@@ -103,7 +105,7 @@ class PostgresBackend:
         return v
 
     def db_row(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        out = [row[c] for c in EVENT_COLUMNS]
+        out = list(_COLUMNS(row))
         for i in _JSON_IDX:
             out[i] = Jsonb(out[i])
         # Appends carry the canonical JSON text they hashed: send it as is, not serialised again.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+# One encoder, built once: json.dumps with non-default options builds a new one per call.
+_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _EXACT = 2**53
 # A number may not survive a jsonb round trip unchanged only when it is an integral float
 # (compact JSON writes "1.0" followed by , } or ], and "1e+16" from 1e16 up) or an integer of
@@ -103,9 +106,9 @@ def _json_normal(value: Any) -> Any:
 def json_text(value: Any) -> str:
     """Canonical JSON of a data or metadata value: sorted keys, compact, numbers normalised. The
     same text is hashed and stored, so it is serialised once per event."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _canonical_json(value)
     if _maybe_unstable(text):
-        text = json.dumps(_json_normal(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _canonical_json(_json_normal(value))
     return text
 
 
@@ -113,17 +116,18 @@ SCALAR_COLUMNS = tuple(c for c in HASHED_COLUMNS if c not in ("data", "metadata"
 _I_EVENT_ID = SCALAR_COLUMNS.index("event_id")
 _I_OCCURRED = SCALAR_COLUMNS.index("occurred_at")
 _I_RECORDED = SCALAR_COLUMNS.index("recorded_at")
+_SCALARS = operator.itemgetter(*SCALAR_COLUMNS)
 
 
 def canonical_bytes(row: dict[str, Any]) -> bytes:
     """The hashed form: a JSON array of the scalar columns (roles and tags are lists of strings),
     then data and metadata as canonical JSON, separated by U+001E, which JSON text never holds
     unescaped."""
-    values = [row[c] for c in SCALAR_COLUMNS]
+    values = list(_SCALARS(row))
     values[_I_EVENT_ID] = str(values[_I_EVENT_ID])
     values[_I_OCCURRED] = iso(values[_I_OCCURRED])
     values[_I_RECORDED] = row.get("recorded_iso") or iso(values[_I_RECORDED])
-    head = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+    head = _canonical_json(values)
     data = row.get("data_json") or json_text(row["data"])
     metadata = row.get("metadata_json") or json_text(row["metadata"])
     return f"{head}\x1e{data}\x1e{metadata}".encode()
