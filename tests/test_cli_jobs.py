@@ -135,6 +135,7 @@ def test_submit_follow_success_then_list_status_logs(loomos: LoomOSInThread, tmp
         listed = run("jobs", "list", "--user", "cli-user", "--status", "succeeded", endpoint=loomos.endpoint)
         if job_id in listed.stdout:
             break
+        time.sleep(0.2)
     assert listed.exit_code == 0 and job_id in listed.stdout and "vision" in listed.stdout
 
     status = run("jobs", "status", job_id, endpoint=loomos.endpoint)
@@ -215,6 +216,7 @@ def test_cancel_running_job(loomos: LoomOSInThread, tmp_path: Path) -> None:
         status = run("jobs", "status", job_id, endpoint=loomos.endpoint)
         if "3/100" in status.stdout:
             break
+        time.sleep(0.1)
     assert "RUNNING" in status.stdout and "Live progress" in status.stdout
 
     result = run("jobs", "cancel", job_id, endpoint=loomos.endpoint)
