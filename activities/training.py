@@ -472,27 +472,36 @@ class TrainingActivities:
             raise _invalid_job(str(exc), progress) from None
 
         progress_path = attempt_progress_path(self.settings.logs.root, req.job_id, req.attempt, req.node_rank)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        if not ckpt_dir.startswith("s3://"):
-            Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-        progress_path.unlink(missing_ok=True)  # a re-run of the same attempt starts a fresh channel
         token = uuid.uuid4().hex
         env = self._environment(req, ckpt_dir, progress_path, token)
         cmd = self._command(req)
         assert req.spec.working_directory is not None
 
         oom_before = _oom_kill_count()
-        with open(log_path, "ab") as log_file:
-            log_file.write(
-                f"=== loomos: job {req.job_id} attempt {req.attempt} node {self.node_id} "
-                f"(node rank {req.node_rank}/{req.nnodes}) at {datetime.now(UTC).isoformat()}\n"
-                f"=== {' '.join(cmd)}\n".encode()
-            )
-            log_file.flush()
-            run_start = log_file.tell()  # a re-run of the same attempt appends: judge only this run
-            # Synchronous on purpose: a cancellation landing in an await here could lose the
-            # handle of a process that was started anyway.
-            proc = _spawn(cmd, req.spec.working_directory, env, log_file)
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            if not ckpt_dir.startswith("s3://"):
+                Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+            progress_path.unlink(missing_ok=True)  # a re-run of the same attempt starts afresh
+            with open(log_path, "ab") as log_file:
+                log_file.write(
+                    f"=== loomos: job {req.job_id} attempt {req.attempt} node {self.node_id} "
+                    f"(node rank {req.node_rank}/{req.nnodes}) at {datetime.now(UTC).isoformat()}\n"
+                    f"=== {' '.join(cmd)}\n".encode()
+                )
+                log_file.flush()
+                run_start = log_file.tell()  # a re-run of the attempt appends: judge only this run
+                # Synchronous on purpose: a cancellation landing in an await here could lose the
+                # handle of a process that was started anyway.
+                proc = _spawn(cmd, req.spec.working_directory, env, log_file)
+        except OSError as exc:
+            # A node-side problem (disk full, permissions, a directory removed meanwhile):
+            # another node or a later attempt may well succeed.
+            log.warning("could not start the attempt", error=str(exc))
+            raise ApplicationError(
+                f"node {self.node_id} could not start the attempt: {exc}", progress,
+                type=FailureKind.TRAINING_CRASHED.value,
+            ) from None
         log.info("training started", pid=proc.pid, log_path=str(log_path), checkpoint_dir=ckpt_dir)
         reader = ProgressReader(progress_path, progress)
 

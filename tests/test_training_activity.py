@@ -208,6 +208,17 @@ async def test_missing_entrypoint_or_directory_is_invalid_job(tmp_path: Path) ->
     assert err.type == FailureKind.INVALID_JOB.value and "safe identifier" in err.message
 
 
+async def test_a_node_that_cannot_write_its_logs_fails_the_attempt_retryably(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('never started')\n")
+    settings = make_settings(tmp_path)
+    Path(settings.logs.root).write_text("a file where the log folder should be")
+    spec = JobSpec(name="x", entrypoint="train.py", working_directory=str(tmp_path))
+    err, _ = await run_training(TrainingActivities(settings, NODE), request(new_job_id("nolog"), spec))
+    assert isinstance(err, ApplicationError), err
+    assert err.type == FailureKind.TRAINING_CRASHED.value and not err.non_retryable
+    assert "could not start the attempt" in err.message
+
+
 async def test_unusable_checkpoint_uri_is_invalid_job(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("print('never started')\n")
     spec = JobSpec(name="x", entrypoint="train.py", working_directory=str(tmp_path))
