@@ -405,3 +405,25 @@ async def test_unknown_namespace_is_a_configuration_error_not_404(stack: Stack) 
         assert r.json()["detail"].startswith("namespace 'no-such-namespace' does not exist on Temporal at ")
         health = (await http.get("/healthz")).json()
         assert health["status"] == "degraded" and "no-such-namespace" in health["temporal"]["error"]
+
+
+async def test_namespace_without_loomos_search_attributes_is_503() -> None:
+    """A Temporal started without LoomOS's search attributes (not through `loomos dev`)."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from loomos.binaries import temporal_cli
+
+    bare = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    try:
+        app = create_app(settings_for(bare.client), bare.client)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://loomctl") as http:
+            for r in (await http.post("/api/v1/jobs", json=spec("x")), await http.get("/api/v1/jobs?user=a")):
+                assert r.status_code == 503, r.text
+                assert "register them on the namespace" in r.json()["detail"]
+                assert "LoomJobStatus=Keyword" in r.json()["detail"]
+    finally:
+        await bare.shutdown()
