@@ -328,7 +328,11 @@ def refresh_cmd(
         list[str] | None, typer.Option(help="aws, gcp, azure (repeatable; default all)")
     ] = None,
     region: Annotated[
-        list[str] | None, typer.Option(help="regions to query (repeatable; default per provider)")
+        list[str] | None,
+        typer.Option(
+            help="region to query, as PROVIDER:REGION (e.g. aws:us-east-1; a bare region when one "
+            "--provider is given); repeatable; default: each provider's usual GPU regions"
+        ),
     ] = None,
     catalog: Annotated[
         Path | None,
@@ -351,7 +355,9 @@ def refresh_cmd(
             f"unknown provider(s) {', '.join(bad)} for refresh; expected {', '.join(CLOUD_PROVIDERS)} "
             "(on-prem offers come from --onprem-config / $LOOMOS_ONPREM_CONFIG)"
         )
-    sources = _guard(lambda: [make_source(n, list(region) if region else None) for n in dict.fromkeys(names)])
+    names = list(dict.fromkeys(names))
+    regions = _regions_by_provider(region or [], names)
+    sources = _guard(lambda: [make_source(n, regions.get(n)) for n in names])
     with Progress(
         TextColumn("{task.description:<24}"),
         BarColumn(),
@@ -390,6 +396,28 @@ def refresh_cmd(
     console.print(table)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _regions_by_provider(values: list[str], names: list[str]) -> dict[str, list[str]]:
+    """`--region` values grouped by provider. Region names differ per cloud, so with several
+    providers each value must say whose region it is; a provider without any keeps its defaults."""
+    out: dict[str, list[str]] = {}
+    for value in values:
+        prov, sep, reg = value.partition(":")
+        if not sep:
+            if len(names) != 1:
+                _fail(
+                    f"--region {value!r}: write it as PROVIDER:REGION (e.g. aws:us-east-1) when "
+                    "refreshing more than one provider"
+                )
+            prov, reg = names[0], value
+        prov = prov.strip().lower()
+        if prov not in names:
+            _fail(f"--region {value!r}: provider {prov!r} is not being refreshed ({', '.join(names)})")
+        if not reg.strip():
+            _fail(f"--region {value!r}: empty region name")
+        out.setdefault(prov, []).append(reg.strip())
+    return out
 
 
 @market_app.command("catalog")

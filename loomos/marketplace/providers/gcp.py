@@ -229,13 +229,15 @@ class GcpOfferSource:
         project: str | None = None,
         families: tuple[str, ...] = DEFAULT_FAMILIES,
         credentials: Any = None,
-        transport: str | None = None,
+        transport: str = "rest",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.regions = list(regions or DEFAULT_REGIONS)
         self.project = project
         self.families = families
         self._credentials = credentials
+        # REST for both clients: Compute Engine's API is REST-only, so one HTTP stack (proxies,
+        # TLS settings, no grpc channel) serves the whole refresh.
         self._transport = transport
         self._clock = clock
 
@@ -258,11 +260,9 @@ class GcpOfferSource:
         from google.cloud import billing_v1, compute_v1
 
         now = self._clock()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"transport": self._transport}
         if self._credentials is not None:
             kwargs["credentials"] = self._credentials
-        if self._transport is not None:
-            kwargs["transport"] = self._transport
         regions = set(self.regions)
         try:
             project = self._project()
