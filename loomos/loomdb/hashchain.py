@@ -12,6 +12,7 @@ import hashlib
 import json
 import operator
 import re
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,15 +181,70 @@ class ChainWalker:
     Classifies the break so an auditor knows where to look: a row whose own hash does not match
     its content was *altered*; a row whose prev_hash does not link to the row before it, while
     the row after it links to that earlier row, was *inserted*; a missing position means a row
-    was *deleted*.
+    was *deleted*. Since the position is hashed, an attacker who makes room for a forged row (or
+    closes the gap after a deletion) by renumbering later rows breaks the first renumbered row's
+    hash; the walker then re-hashes that row at nearby positions, and when it matches at an
+    earlier (later) position that links to a row it has seen, reports the rows in between as
+    inserted (deleted) instead of calling the renumbered row altered.
     """
+
+    # How far a renumbering is traced back; beyond it the break is still found, as "altered".
+    MAX_SHIFT = 64
 
     def __init__(self, report: VerifyReport, expected_position: int, expected_prev: str):
         self.report = report
         self.next_position = expected_position
         self.prev_hash = expected_prev
         self.prev_prev_hash: str | None = None
-        self.pending_insert: dict[str, Any] | None = None
+        # hash -> position of the last MAX_SHIFT accepted rows (and the chain's starting point).
+        self._recent: dict[str, int] = {expected_prev: expected_position - 1}
+        self._recent_order: deque[str] = deque([expected_prev])
+
+    def _remember(self, h: str, pos: int) -> None:
+        self._recent[h] = pos
+        self._recent_order.append(h)
+        if len(self._recent_order) > self.MAX_SHIFT + 1:
+            self._recent.pop(self._recent_order.popleft(), None)
+
+    def _renumbered(self, row: dict[str, Any], pos: int) -> bool:
+        """Report an insertion or deletion hidden by renumbering, if re-hashing `row` at another
+        position proves one; False when it does not."""
+        r = self.report
+        for delta in range(1, self.MAX_SHIFT + 1):
+            earlier = pos - delta
+            linked = self._recent.get(row["prev_hash"])
+            if linked == earlier - 1 and event_hash({**row, "position": earlier}) == row["hash"]:
+                if earlier == self.next_position:
+                    # Nothing was slipped in: the rows were only moved up, leaving a gap.
+                    r.fail(
+                        earlier,
+                        "altered",
+                        f"events from position {earlier} on were renumbered: the event now at "
+                        f"position {pos} was written at position {earlier}",
+                    )
+                    return True
+                # The row was at `earlier`; positions earlier..pos-1 were slipped in before it.
+                # The slipped-in rows were accepted on the way: they no longer count as verified.
+                r.checked -= pos - earlier
+                r.last_position = earlier - 1 if r.checked else None
+                r.first_position = r.first_position if r.checked else None
+                r.fail(
+                    earlier,
+                    "inserted",
+                    f"positions {earlier}..{pos - 1} are not part of the chain: the event now at "
+                    f"position {pos} was written at position {earlier}",
+                )
+                return True
+            later = pos + delta
+            if row["prev_hash"] != self.prev_hash and event_hash({**row, "position": later}) == row["hash"]:
+                r.fail(
+                    pos,
+                    "deleted",
+                    f"positions {pos}..{later - 1} are missing: the event now at position {pos} was "
+                    f"written at position {later} and later events were renumbered",
+                )
+                return True
+        return False
 
     def feed(self, row: dict[str, Any]) -> bool:
         """Check one row; False once a problem was found (the report holds it)."""
@@ -196,7 +252,8 @@ class ChainWalker:
         pos = int(row["position"])
         own = event_hash(row)
         if own != row["hash"]:
-            r.fail(pos, "altered", f"position {pos}: stored hash does not match the event's content")
+            if not self._renumbered(row, pos):
+                r.fail(pos, "altered", f"position {pos}: stored hash does not match the event's content")
             return False
         if pos < self.next_position:
             r.fail(pos, "inserted", f"position {pos} appears twice or out of order")
@@ -227,6 +284,7 @@ class ChainWalker:
         self.prev_prev_hash = self.prev_hash
         self.prev_hash = row["hash"]
         self.next_position = pos + 1
+        self._remember(row["hash"], pos)
         return True
 
     def feed_all(self, rows: Iterable[dict[str, Any]]) -> bool:
