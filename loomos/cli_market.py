@@ -286,6 +286,7 @@ def compare_cmd(
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in rows]))
         return
+    _warn_stale(cat, None)
     table = Table(title=f"{spec.name}: providers by cost per performance")
     for col in (
         "provider",

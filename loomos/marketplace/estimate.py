@@ -259,15 +259,21 @@ def compare_providers(
     models: tuple[PricingModel, ...] = ("on_demand", "spot") if spec.preemptible else ("on_demand",)
     for provider in providers:
         best: CostEstimate | None = None
-        reasons: list[str] = []
+        by_model: dict[str, list[str]] = {}
         for model in models:
             try:
                 est = estimate_job_cost(spec, provider, model, catalog, assumptions, risk, now)
             except InfeasibleError as exc:
-                reasons += [f"{model.replace('_', '-')}: {r}" for r in exc.reasons]
+                by_model[model] = exc.reasons
                 continue
             if best is None or est.breakdown.total < best.breakdown.total:
                 best = est
+        # One reason that rules out every pricing model is said once; differing ones name their model.
+        distinct = {tuple(r) for r in by_model.values()}
+        if len(distinct) == 1 and len(by_model) == len(models):
+            reasons = list(next(iter(distinct)))
+        else:
+            reasons = [f"{m.replace('_', '-')}: {r}" for m, rs in by_model.items() for r in rs]
         if best is None:
             out.append(ProviderComparison(provider=provider, feasible=False, reasons=reasons))
             continue

@@ -20,6 +20,7 @@ def price_list_item(instance_type: str, usd: str, region: str = "us-east-1", **a
                     "tenancy": "Shared",
                     "preInstalledSw": "NA",
                     "capacitystatus": "Used",
+                    "marketoption": "OnDemand",
                     "instanceFamily": "GPU instance",
                     **attrs,
                 },

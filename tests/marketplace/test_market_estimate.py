@@ -149,3 +149,15 @@ def test_compare_ranks_by_cost_per_performance_and_lists_infeasible_providers() 
     # azure's H100 is 6x the price of aws's L4 but ~7x faster per GPU: better cost per performance
     assert rows[1].cost_per_performance < rows[2].cost_per_performance  # type: ignore[operator]
     assert not rows[3].feasible and "no offers from provider(s) gcp" in rows[3].reasons[0]
+
+
+def test_compare_says_a_shared_reason_once_and_names_the_model_when_reasons_differ() -> None:
+    catalog = make_catalog([l4("aws", 9.0), l4("azure", 1.0, 0.3)])
+    s = spec(preemptible=True, marketplace={"expected_runtime_hours": 5, "max_price_per_hour": 4})
+    rows = {r.provider: r for r in compare_providers(s, ["aws", "azure", "gcp"], catalog=catalog)}
+    assert rows["azure"].feasible and rows["azure"].estimate.pricing_model == "spot"  # type: ignore[union-attr]
+    assert rows["gcp"].reasons == ["no offers from provider(s) gcp in the catalog"]
+    aws = rows["aws"].reasons
+    assert len(aws) == 2
+    assert aws[0].startswith("on-demand: max price $4.00/h is too low: the cheapest matching option costs $18")
+    assert aws[1] == "spot: matching offers have no spot price"

@@ -20,12 +20,14 @@ SOURCE = "AWS Price List API (pricing.get_products) + EC2 describe_spot_price_hi
 STALE_PRONE_PREFIXES = ("p4", "p5")
 
 # One hourly Linux on-demand price per instance type: shared tenancy, no pre-installed
-# software, capacity status "Used" (the others are reservation bookkeeping rows).
+# software, capacity status "Used" (the others are reservation bookkeeping rows), market
+# option OnDemand (P4/P5 also list Capacity Block rows, a different product and price).
 ON_DEMAND_FILTERS = [
     {"Type": "TERM_MATCH", "Field": "operatingSystem", "Value": "Linux"},
     {"Type": "TERM_MATCH", "Field": "tenancy", "Value": "Shared"},
     {"Type": "TERM_MATCH", "Field": "preInstalledSw", "Value": "NA"},
     {"Type": "TERM_MATCH", "Field": "capacitystatus", "Value": "Used"},
+    {"Type": "TERM_MATCH", "Field": "marketoption", "Value": "OnDemand"},
     {"Type": "TERM_MATCH", "Field": "licenseModel", "Value": "No License required"},
     {"Type": "TERM_MATCH", "Field": "instanceFamily", "Value": "GPU instance"},
 ]
