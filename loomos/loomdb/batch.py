@@ -10,15 +10,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loomos.loomdb.events import NewEvent
 
+if TYPE_CHECKING:
+    from loomos.loomdb.store import EventStore
+
 
 class EventBatch:
+    """Batches appends for one asyncio loop; `add` returns a future of the event's position."""
+
     def __init__(
         self,
-        store: Any,
+        store: EventStore,
         max_batch_size: int = 500,
         max_batch_wait_ms: float = 50,
         dedupe_window: int = 100_000,
@@ -27,6 +32,8 @@ class EventBatch:
             raise ValueError("max_batch_size must be at least 1")
         if max_batch_wait_ms < 0:
             raise ValueError("max_batch_wait_ms must be >= 0")
+        if dedupe_window < 0:
+            raise ValueError("dedupe_window must be >= 0")
         self.store = store
         self.max_batch_size = max_batch_size
         self.max_batch_wait_ms = max_batch_wait_ms
@@ -69,9 +76,19 @@ class EventBatch:
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.max_batch_wait_ms / 1000)
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:  # noqa: S110
+            # The events' futures carry the error to whoever waits on them; re-raising here
+            # would only end as "Task exception was never retrieved".
+            pass
 
     async def flush(self) -> list[int]:
+        """Write whatever is pending now. Also stops the wait timer: the next event starts a
+        fresh max_batch_wait_ms (a timer left over from an earlier event would flush it early)."""
+        timer, self._timer = self._timer, None
+        if timer is not None and timer is not asyncio.current_task() and not timer.done():
+            timer.cancel()
         async with self._lock:
             if not self._pending:
                 return []
@@ -97,6 +114,5 @@ class EventBatch:
             return positions
 
     async def close(self) -> None:
-        if self._timer is not None and not self._timer.done():
-            self._timer.cancel()
+        """Flush what is pending (flush also stops the timer)."""
         await self.flush()
