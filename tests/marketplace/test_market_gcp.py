@@ -121,3 +121,38 @@ def test_accelerator_keys_match_sku_names_regardless_of_word_order() -> None:
     assert accelerator_key("nvidia-h100-mega-80gb") == accelerator_key("H100 80GB Mega")
     assert accelerator_key("nvidia-tesla-a100") == accelerator_key("Tesla A100")
     assert accelerator_key("nvidia-a100-80gb") != accelerator_key("Tesla A100")
+
+
+@responses.activate
+def test_a3_mega_hosts_are_priced_from_a3plus_skus_not_a3_high() -> None:
+    mega = {
+        "name": "a3-megagpu-8g",
+        "zone": "us-central1-a",
+        "guestCpus": 208,
+        "memoryMb": 1916928,
+        "accelerators": [{"guestAcceleratorType": "nvidia-h100-mega-80gb", "guestAcceleratorCount": 8}],
+    }
+    high = {
+        **mega,
+        "name": "a3-highgpu-8g",
+        "accelerators": [{"guestAcceleratorType": "nvidia-h100-80gb", "guestAcceleratorCount": 8}],
+    }
+    ultra = {**mega, "name": "a3-ultragpu-8g"}  # no A3Ultra host SKUs served: rejected, not guessed
+    region = ["us-central1"]
+    skus = [
+        *GOOD_SKUS,
+        sku("A3C", "A3 Instance Core running in Americas", "CPU", "OnDemand", region, 0.02),
+        sku("A3R", "A3 Instance Ram running in Americas", "RAM", "OnDemand", region, 0.002, "GiBy.h"),
+        sku("A3PC", "A3Plus Instance Core running in Americas", "CPU", "OnDemand", region, 0.03),
+        sku("A3PR", "A3Plus Instance Ram running in Americas", "RAM", "OnDemand", region, 0.004, "GiBy.h"),
+        sku("H100", "Nvidia H100 80GB GPU running in Americas", "GPU", "OnDemand", region, 9.797),
+        sku("H100M", "Nvidia H100 80GB Mega GPU running in Americas", "GPU", "OnDemand", region, 10.0),
+    ]
+    serve(responses.mock, skus, machine_types([mega, high, ultra]))
+    result = source(region).fetch()
+    by_name = {o.instance_type: o for o in result.offers}
+    mem_gib = 1916928 / 1024
+    assert by_name["a3-megagpu-8g"].price_on_demand == pytest.approx(208 * 0.03 + mem_gib * 0.004 + 80.0)
+    assert by_name["a3-highgpu-8g"].price_on_demand == pytest.approx(208 * 0.02 + mem_gib * 0.002 + 8 * 9.797)
+    assert "a3-ultragpu-8g" not in by_name
+    assert any(r.ident == "us-central1/a3-ultragpu-8g" for r in result.rejected)

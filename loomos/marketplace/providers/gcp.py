@@ -20,7 +20,11 @@ DEFAULT_REGIONS = ["us-central1", "us-east4", "europe-west4"]
 DEFAULT_FAMILIES = ("a2", "a3", "g2")
 SOURCE = "GCP Cloud Billing Catalog (list_skus) + Compute Engine machine/accelerator types"
 
-_HOST_RE = re.compile(r"^(?:spot preemptible )?([a-z][0-9]+) instance (core|ram)\b", re.I)
+_HOST_RE = re.compile(r"^(?:spot preemptible )?([a-z][0-9]+[a-z]*) instance (core|ram)\b", re.I)
+# Series whose host vCPU/RAM SKUs are named apart from their family's ("A3Plus Instance Core"
+# prices A3 Mega hosts). An unknown series falls back to the family; a series whose SKU name
+# is not known here gets no host price and is rejected, never priced at a sibling's rate.
+HOST_SKU_FAMILY = {"a3-megagpu": "a3plus", "a3-ultragpu": "a3ultra", "a3-edgegpu": "a3edge"}
 _GPU_RE = re.compile(r"nvidia (.+?) gpu\b", re.I)
 # SKUs for other purchase options share descriptions; their prices are not hourly list prices.
 _EXCLUDED_WORDS = ("commitment", "reserved", "sole tenancy", "dws", "calendar", "flex", "custom")
@@ -178,7 +182,7 @@ def build_offers(
                 RejectedRow("gcp", ident, f"accelerator {m.accelerator!r} is not in the GPU table")
             )
             continue
-        family = name.split("-", 1)[0]
+        family = host_sku_family(name)
         gkey = ("gpu", accelerator_key(m.accelerator))
         totals = []
         for spot in (False, True):
@@ -213,6 +217,12 @@ def build_offers(
             )
         )
     return offers, rejected
+
+
+def host_sku_family(machine_type: str) -> str:
+    """The family in the host SKU names that price `machine_type` ("a2-highgpu-8g" -> "a2")."""
+    series = "-".join(machine_type.split("-")[:2])
+    return HOST_SKU_FAMILY.get(series, machine_type.split("-", 1)[0])
 
 
 def _memory_from_label(label: str) -> float | None:
