@@ -64,6 +64,7 @@ def test_offers_json_filters() -> None:
         (["estimate", "examples/market-llm-h100.yaml", "--provider", "onprem"], "allows providers"),
         (["refresh", "--provider", "ibm"], "unknown provider(s) ibm"),
         (["refresh", "--provider", "azure", "--region", "eastus' or 1 eq 1"], "is not a region name"),
+        (["refresh", "--provider", "azure", "--region", "east-us"], "not Azure region names: east-us"),
         (["catalog", "--catalog", "nope.json"], "cannot read catalog"),
     ],
 )

@@ -188,7 +188,11 @@ class AzureOfferSource:
         self.regions = [r.lower() for r in (regions or DEFAULT_REGIONS)]
         # Regions and size names are interpolated into OData filters: refuse anything else.
         if bad := [r for r in self.regions if not re.fullmatch(r"[a-z0-9]+", r)]:
-            raise ValueError(f"not Azure region names: {bad}")
+            from loomos.marketplace.optimizer import MarketInputError
+
+            raise MarketInputError(
+                f"not Azure region names: {', '.join(bad)} (Azure writes regions without '-', e.g. eastus)"
+            )
         self.subscription_id = subscription_id
         self._credential = credential
         self._retries = retries
