@@ -122,7 +122,11 @@ def _check_json(value: Any, where: str, depth: int = 0) -> None:
 
 class NewEvent(BaseModel):
     """An event as a caller appends it. `event_id` is the idempotency key: append the same id
-    twice and the second append returns the first one's position."""
+    twice and the second append returns the first one's position.
+
+    Numbers in `data` and `metadata` are JSON decimals, as Postgres's jsonb keeps them: ints
+    stay exact at any size, and an integral float comes back (on both backends) as the integer
+    its JSON text denotes (3.0 as 3, 1e16 as 10**16)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
-import re
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from loomos.loomdb.events import GENESIS_HASH
@@ -61,36 +61,24 @@ def iso(ts: datetime) -> str:
 
 # One encoder, built once: json.dumps with non-default options builds a new one per call.
 _canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-_EXACT = 2**53
-# A number may not survive a jsonb round trip unchanged only when it is an integral float
-# (compact JSON writes "1.0" followed by , } or ], and "1e+16" from 1e16 up) or an integer of
-# 16 digits or more. Plain substring tests are much cheaper than one regular expression; a
-# string that happens to contain such text only costs a second, exact pass.
-_LONG_DIGITS = re.compile(r"\d{16}")
+# A number may not survive a jsonb round trip unchanged only when it is an integral float:
+# compact JSON writes "1.0" followed by , } or ], and "1e+16" from 1e16 up, which jsonb (an exact
+# decimal) gives back as 1.0 or 10000000000000000. Plain substring tests are much cheaper than
+# a regular expression; a string that happens to contain such text only costs a second pass.
 
 
 def _maybe_unstable(text: str) -> bool:
-    return (
-        ".0," in text
-        or ".0}" in text
-        or ".0]" in text
-        or "e+" in text
-        or _LONG_DIGITS.search(text) is not None
-    )
+    return ".0," in text or ".0}" in text or ".0]" in text or "e+" in text
 
 
 def _number(value: Any) -> Any:
-    """Numbers as both backends return them: Postgres jsonb keeps numbers as decimals, so 1.0 may
-    come back as 1.0 or 1 and 1e16 as 10000000000000000. Integral floats hash as ints and
-    numbers beyond 2**53 as floats, which makes the hash independent of that round trip."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, float):
-        if abs(value) >= _EXACT:
-            return value
-        return int(value) if value.is_integer() else value
-    if isinstance(value, int) and abs(value) >= _EXACT:
-        return float(value)
+    """Numbers as both backends give them back. jsonb keeps the exact decimal of the JSON text,
+    so an integral float may return as an int, and 1e16 (written "1e+16") as 10000000000000000.
+    An integral float is therefore written as the exact integer its JSON text denotes; ints stay
+    exact at any size (never rounded through a float: 2**60 + 1 must not hash like 2**60) and
+    other floats keep their shortest round-trip form, which jsonb returns unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(Decimal(repr(value)))
     return value
 
 
@@ -99,7 +87,7 @@ def _json_normal(value: Any) -> Any:
         return {k: _json_normal(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_json_normal(v) for v in value]
-    if isinstance(value, int | float):
+    if isinstance(value, float):
         return _number(value)
     return value
 
