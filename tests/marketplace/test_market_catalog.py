@@ -96,6 +96,58 @@ def test_shipped_snapshot_is_clean_dated_and_covers_the_required_families() -> N
     assert not any(o.stale_prone for o in catalog.offers if o.instance_type.startswith(("g5", "g6")))
     p5 = next(o for o in catalog.offers if o.key == "aws/us-east-1/-/p5.48xlarge")
     assert (p5.price_on_demand, p5.price_spot) == (98.32, 30.3)
+    # each family the issue names is listed in two or more regions
+    for provider, prefix in [
+        *(("aws", f) for f in ("p4d.", "p5.", "g5.", "g6.")),
+        *(("gcp", f) for f in ("a2-", "a3-", "g2-")),
+        *(
+            ("azure", f)
+            for f in ("Standard_ND96asr_v4", "Standard_ND96isr_H100_v5", "Standard_NC24ads_A100_v4")
+        ),
+    ]:
+        regions = {
+            o.region for o in catalog.offers if o.provider == provider and o.instance_type.startswith(prefix)
+        }
+        assert len(regions) >= 2, (provider, prefix, regions)
+    for meta in catalog.providers.values():
+        assert meta.fetched_at is not None and meta.fetched_at.date().isoformat() == meta.as_of
+
+
+# The public figures (USD/h) quoted in the marketplace issue, as (on-demand, spot range or None).
+PUBLIC_FIGURES = {
+    "aws/us-east-1/-/p4d.24xlarge": (32.77, (5.09, 9.61)),
+    "aws/us-east-1/-/p5.48xlarge": (98.32, (21.0, 30.3)),
+    "aws/us-east-1/-/g5.xlarge": (1.006, (0.35, 0.45)),
+    "aws/us-east-1/-/g6.2xlarge": (0.978, (0.35, 0.45)),
+    "gcp/us-central1/-/a2-highgpu-1g": (3.67, None),
+    "gcp/us-central1/-/a2-highgpu-8g": (29.39, None),
+    "azure/eastus/-/Standard_ND96asr_v4": (27.197, (2.99, 2.99)),
+    "azure/eastus/-/Standard_NC24ads_A100_v4": (3.673, (0.444, 0.444)),
+    "azure/eastus/-/Standard_ND96isr_H100_v5": (117.98, (29.5, 29.5)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(PUBLIC_FIGURES))
+def test_shipped_snapshot_carries_the_public_figures(key: str) -> None:
+    offer = read_catalog_file(SHIPPED_CATALOG).offer(key)
+    assert offer is not None, key
+    on_demand, spot = PUBLIC_FIGURES[key]
+    assert offer.price_on_demand == pytest.approx(on_demand, abs=0.01)
+    if spot is not None:
+        assert offer.price_spot is not None and spot[0] <= offer.price_spot <= spot[1]
+
+
+def test_shipped_gcp_machines_cost_at_least_their_public_per_gpu_figures() -> None:
+    # GCP bills host + GPUs: a machine is never cheaper than its GPUs at the public per-GPU rate
+    # (H100 9.797 in us-east4, L4 0.560).
+    catalog = read_catalog_file(SHIPPED_CATALOG)
+    per_gpu = {"H100": 9.797, "L4": 0.560}
+    checked = 0
+    for o in catalog.offers:
+        if o.provider == "gcp" and o.gpu_type in per_gpu:
+            assert o.price_on_demand > o.gpu_count * per_gpu[o.gpu_type], o.key
+            checked += 1
+    assert checked >= 4
 
 
 def test_malformed_rows_are_dropped_and_reported(tmp_path: Path) -> None:
