@@ -50,6 +50,11 @@ class PriceRecord(BaseModel):
     recorded_at: datetime
     source: str
 
+    @property
+    def price_per_gpu_hour(self) -> float:
+        """The recorded price per GPU-hour: what a placement's per-slot price is set from."""
+        return self.price_per_hour / self.gpus_per_node
+
 
 def price_record(
     offer: Offer, pricing_model: PricingModel, catalog_as_of: str, recorded_at: datetime

@@ -125,6 +125,8 @@ def test_price_record_is_pure_and_cost_reports_use_the_recorded_price() -> None:
     assert current is not None and current.price_on_demand == 2.0
     assert today.offer("aws/r9/-/gone") is None
     assert cost_for_usage(a, machine_hours=10) == pytest.approx(40.0)
+    eight = price_record(make_offer(), "spot", "2026-01-15", RECORDED)
+    assert eight.price_per_gpu_hour == pytest.approx(30.3 / 8)
     assert PriceRecord.model_validate_json(a.model_dump_json()) == a  # survives a Temporal payload round trip
     with pytest.raises(MarketInputError, match="no spot price"):
         price_record(l4("aws", 4.0), "spot", "2026-01-15", RECORDED)
