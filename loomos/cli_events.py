@@ -127,12 +127,15 @@ def query(
 
     if order not in ("asc", "desc"):
         raise typer.BadParameter("must be asc or desc", param_hint="--order")
+    start, end = _when(since, "--since"), _when(until, "--until")
+    if start is not None and end is not None and end <= start:
+        raise typer.BadParameter(f"must be after --since ({since})", param_hint="--until")
     with _errors():
         q = EventQuery(
             event_types=event_type,
             stream_id=stream,
-            start=_when(since, "--since"),
-            end=_when(until, "--until"),
+            start=start,
+            end=end,
             filters=filters,
             order=order,
             limit=limit,

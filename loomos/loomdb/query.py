@@ -16,7 +16,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from loomos.loomdb.errors import QueryError
 from loomos.loomdb.events import AUDIT_FIELDS, EVENT_TYPE_PATTERN, SECURITY_FIELDS
@@ -150,6 +150,13 @@ class EventQuery(BaseModel):
         if v is not None and v.tzinfo is None:
             raise ValueError("timestamps need a timezone, e.g. 2026-01-01T00:00:00Z")
         return v
+
+    @model_validator(mode="after")
+    def _range(self) -> EventQuery:
+        # An empty range is almost always swapped arguments: say so rather than return nothing.
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        return self
 
 
 def encode_cursor(position: int, order: str) -> str:

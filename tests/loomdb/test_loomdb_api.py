@@ -78,6 +78,9 @@ def test_query(client, store):
         ({"cursor": "nope"}, "cursor"),
         ({"event_type": "Robert'); DROP TABLE loomdb_events;--"}, "dotted"),
         ({"start": "2026-01-01T00:00:00"}, "timezone"),
+        ({"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "must be after start"),
+        ({"filter": "data.gpus >= [4]"}, "number or a string"),
+        ({"filter": "position >= ten"}, "integer"),
     ],
 )
 def test_query_bad_input(client, store, params, needle):

@@ -123,6 +123,8 @@ def test_compliance_report(seeded, tmp_path):
         (["events", "query", "--cursor", "zzz"], "cursor"),
         (["events", "query", "--since", "last tuesday"], "ISO 8601"),
         (["events", "query", "--order", "up"], "asc or desc"),
+        (["events", "query", "--since", "2026-02-01", "--until", "2026-01-01"], "--until"),
+        (["events", "query", "--limit", "0"], "--limit"),
         (["events", "tail", "--consumer", "bad name"], "consumer name"),
         (["compliance", "report", "--start", "2026-02-01", "--end", "2026-01-01"], "after start"),
         (

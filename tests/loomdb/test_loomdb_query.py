@@ -119,7 +119,7 @@ def test_bad_queries(loaded, kw, needle):
 
 
 def test_bad_query_models():
-    from datetime import datetime
+    from datetime import UTC, datetime
 
     with pytest.raises(ValidationError, match="timezone"):
         EventQuery(start=datetime(2026, 1, 1))
@@ -127,6 +127,9 @@ def test_bad_query_models():
         EventQuery(limit=0)
     with pytest.raises(ValidationError, match="dotted"):
         EventQuery(event_types=["DROP TABLE"])
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="must be after start"):
+        EventQuery(start=t, end=t)
 
 
 def test_cursor_for_another_order_is_refused(loaded):
