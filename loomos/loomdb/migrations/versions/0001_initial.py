@@ -179,6 +179,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drops the whole store, audit trail included: for a fresh database only. Archive first."""
+    pg = op.get_bind().dialect.name == "postgresql"
     for table in (
         "loomdb_archives",
         "loomdb_consumers",
@@ -187,5 +189,9 @@ def downgrade() -> None:
         "loomdb_head",
         "loomdb_events",
     ):
-        op.execute(f"DROP TABLE IF EXISTS {table}")
-    op.execute("DROP TABLE IF EXISTS loomdb_retention_window")
+        op.execute(f"DROP TABLE IF EXISTS {table}" + (" CASCADE" if pg else ""))
+    if pg:
+        op.execute("DROP FUNCTION IF EXISTS loomdb_refuse_change()")
+        op.execute("DROP FUNCTION IF EXISTS loomdb_refuse_truncate()")
+    else:
+        op.execute("DROP TABLE IF EXISTS loomdb_retention_window")
