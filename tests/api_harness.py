@@ -103,6 +103,8 @@ class ScriptedNode:
         )
         self.behaviours: dict[str, Callable[[TrainingRequest, ScriptedNode], Any]] = {}
         self.logs: dict[tuple[str, int], str] = {}
+        # What a stopped attempt "wrote" on SIGTERM, as read_training_progress reports it.
+        self.stop_progress: dict[tuple[str, int], TrainingProgress] = {}
         self.cancelled: list[str] = []
 
     @activity.defn(name="run_training")
@@ -111,6 +113,17 @@ class ScriptedNode:
         if behaviour is None:
             return TrainingProgress(attempt=req.attempt, node_id=self.info.node_id, step=1, total_steps=1)
         return await behaviour(req, self)
+
+    @activity.defn(name="read_training_progress")
+    async def read_training_progress(self, req: LogsRequest) -> TrainingProgress:
+        progress = self.stop_progress.get((req.job_id, req.attempt))
+        if progress is None:
+            raise ApplicationError(
+                f"no progress record of job {req.job_id} attempt {req.attempt}",
+                type="ProgressNotFound",
+                non_retryable=True,
+            )
+        return progress
 
     @activity.defn(name="read_training_log")
     async def read_training_log(self, req: LogsRequest) -> LogsResult:
@@ -154,9 +167,11 @@ async def node_worker(
     activities (real torchrun) under the scripted node's identity instead of its scripts."""
     if real_training is not None:
         training = TrainingActivities(real_training, node.info.node_id)
-        activities: list[Any] = [training.run_training, training.read_training_log]
+        activities: list[Any] = [
+            training.run_training, training.read_training_log, training.read_training_progress
+        ]
     else:
-        activities = [node.run_training, node.read_training_log]
+        activities = [node.run_training, node.read_training_log, node.read_training_progress]
     worker = Worker(
         client,
         task_queue=node.info.task_queue,

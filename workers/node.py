@@ -30,7 +30,7 @@ def build_node_worker(client: Client, settings: Settings, node: NodeInfo) -> Wor
     return Worker(
         client,
         task_queue=node.task_queue,
-        activities=[training.run_training, training.read_training_log],
+        activities=[training.run_training, training.read_training_log, training.read_training_progress],
         # Capacity is the scheduler's business; this only bounds concurrent attempts + log reads.
         max_concurrent_activities=node.slots * 2 + 4,
         # On shutdown, running attempts are cancelled: SIGTERM, checkpoint, then kill.

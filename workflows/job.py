@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         JobResult,
         JobState,
         JobStatus,
+        LogsRequest,
         Placement,
         PlacementDecision,
         PlacementRequest,
@@ -95,6 +96,9 @@ class JobWorkflow:
         self._audit_pending: list[AuditEvent] = []
         self._runtime_used = timedelta()
         self._placement: Placement | None = None
+        # What the master node recorded when this attempt's training was stopped (cancel, the
+        # runtime limit, a failed peer); None while it runs or when it ended by itself.
+        self._stop_progress: TrainingProgress | None = None
 
     # --- the lifecycle -----------------------------------------------------------------------
 
@@ -113,13 +117,15 @@ class JobWorkflow:
                 try:
                     final = await self._run_attempt(placement)
                 except AttemptFailed as failure:
-                    await self._end_attempt(placement, failure.progress, "failed", failure)
+                    # A peer's failure stopped the master node: its stop record is the fuller one.
+                    progress = self._stop_progress or failure.progress
+                    await self._end_attempt(placement, progress, "failed", failure)
                     if not self._should_retry(failure):
                         return await self._finish(JobState.FAILED, f"{failure.kind.value}: {failure}")
                     await self._wait_before_retry(failure)
                     continue
                 except RuntimeExceeded:
-                    await self._end_attempt(placement, None, "stopped", None)
+                    await self._end_attempt(placement, self._stop_progress, "stopped", None)
                     hours = self.spec.max_runtime_hours
                     if self.spec.timeout_behavior == TimeoutBehavior.CHECKPOINT_AND_SUCCEED:
                         return await self._finish(JobState.SUCCEEDED, None)
@@ -132,7 +138,7 @@ class JobWorkflow:
             # Cancellation reached the training activities first (they checkpoint on SIGTERM
             # and we waited for them); what is left is bookkeeping, then report CANCELLED.
             if self._placement is not None:
-                await self._end_attempt(self._placement, None, "cancelled", None)
+                await self._end_attempt(self._placement, self._stop_progress, "cancelled", None)
             await self._finish(JobState.CANCELLED, "cancelled by request")
             raise
 
@@ -191,6 +197,7 @@ class JobWorkflow:
             checkpoint_uri = spec.checkpoint_config.storage_uri.rstrip("/") + f"/{self.job.job_id}"
         remaining = timedelta(hours=spec.max_runtime_hours) - self._runtime_used
         started = workflow.now()
+        self._stop_progress = None
         tasks = [
             workflow.start_activity(
                 "run_training",
@@ -240,15 +247,32 @@ class JobWorkflow:
             if any(not t.done() for t in tasks):
                 await workflow.wait(tasks)
             self._runtime_used += workflow.now() - started
-            # A cancelled training activity reports its final progress (the checkpoint it
-            # wrote on SIGTERM) as the cancellation's details.
-            for t in tasks:
-                exc = t.exception() if not t.cancelled() else None
-                cause = exc.cause if isinstance(exc, ActivityError) else None
-                if isinstance(cause, CancelledError):
-                    progress = _progress_from(cause.details)
-                    if progress is not None:
-                        self._absorb(progress)
+            if _stopped_by_cancel(tasks[0]):
+                await self._read_stop_progress(placement)
+
+    async def _read_stop_progress(self, placement: Placement) -> None:
+        """Learn the checkpoint a stopped attempt wrote on SIGTERM.
+
+        A cancelled activity's details do not reach the workflow (temporalio drops them), so
+        ask the master node, whose rank 0 wrote the progress channel, for its record. A node
+        that is gone or never started the attempt is not worth waiting for: the last
+        heartbeat's checkpoint stays the job's.
+        """
+        master = placement.nodes[0]
+        try:
+            progress = await workflow.execute_activity(
+                "read_training_progress",
+                LogsRequest(job_id=self.job.job_id, attempt=self.status.attempt, node_id=master.node_id),
+                task_queue=master.task_queue,
+                result_type=TrainingProgress,
+                schedule_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ProgressNotFound"]),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("no stop progress from node %s: %s", master.node_id, err)
+            return
+        self._absorb(progress)
+        self._stop_progress = progress
 
     def _classify(self, err: BaseException | None, placement: Placement) -> AttemptFailed:
         cause = err.cause if isinstance(err, ActivityError) else err
@@ -295,7 +319,7 @@ class JobWorkflow:
         )
         await self._flush_audit()
         if delay > 0:
-            await workflow.sleep(delay)
+            await workflow.sleep(delay, summary=f"retry backoff before attempt {self.status.attempt + 1}")
 
     async def _end_attempt(
         self,
@@ -431,6 +455,14 @@ class JobWorkflow:
             # The scheduler only holds capacity for live jobs; if it is unreachable the
             # allocation is reclaimed when it next sees this job's placement answer fail.
             workflow.logger.warning("signal %s to scheduler failed: %s", signal, err)
+
+
+def _stopped_by_cancel(task: asyncio.Task[Any]) -> bool:
+    """Whether a training activity ended because it was cancelled (and so stopped cleanly)."""
+    if task.cancelled():
+        return True
+    exc = task.exception()
+    return isinstance(exc, ActivityError) and isinstance(exc.cause, CancelledError)
 
 
 def _progress_from(details: Any) -> TrainingProgress | None:
