@@ -43,6 +43,7 @@ from loomos.models import (
     TrainingProgress,
     TrainingRequest,
 )
+from loomos.processes import spawn_tied_to_parent
 from loomos.spec import RESERVED_ENV
 
 LOG_NOT_FOUND = "LogNotFound"
@@ -765,32 +766,10 @@ class TrainingActivities:
         return progress
 
 
-# Runs first in the launcher process, then exec()s torchrun in place (same pid). On Linux it asks
-# the kernel for SIGTERM when the node worker dies (prctl PR_SET_PDEATHSIG), so a node worker
-# killed with SIGKILL does not leave a job training on a node the scheduler believes free:
-# torchrun forwards the SIGTERM, the ranks checkpoint and exit. A small script rather than
-# Popen(preexec_fn=...), which is unsafe in a process with threads.
-_PARENT_DEATH_SHIM = """
-import os, signal, sys
-try:
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass  # not Linux: no parent-death signal
-if os.getppid() != int(sys.argv[1]):
-    sys.exit("loomos: the node worker exited before the job started")
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
-
-
 def _spawn(cmd: list[str], cwd: str, env: dict[str, str], log_file: Any) -> Any:
-    import subprocess
-
+    # Its own session (the job's group can be signalled as a whole; signals aimed at the node
+    # worker's group do not reach it), and SIGTERM from the kernel if the node worker dies, so
+    # a node worker killed with SIGKILL does not leave a job training on a node the scheduler
+    # believes free: torchrun forwards the SIGTERM, the ranks checkpoint and exit.
     assert cmd[0] == sys.executable
-    launcher = [sys.executable, "-c", _PARENT_DEATH_SHIM, str(os.getpid()), *cmd[1:]]
-    # Its own session: signals aimed at the node worker's group do not reach the job, and the
-    # job's group can be signalled as a whole.
-    return subprocess.Popen(
-        launcher, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    return spawn_tied_to_parent(cmd, cwd=cwd, env=env, stdout=log_file)
