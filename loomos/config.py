@@ -185,7 +185,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             origin = sources.get(key, str(file) if file else "defaults")
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             problems.append(f"{key}: {msg} (from {origin})")
         raise ConfigError("; ".join(problems)) from None
     return _resolve_paths(settings, base)

@@ -30,8 +30,13 @@ def normalise_gpu_name(name: str) -> str:
     return re.sub(r"^NVIDIA\s+", "", name).strip().upper().replace(" ", "-")
 
 
+def node_id_for(settings: Settings) -> str:
+    """node.node_id, else the short host name (so a restarted node worker keeps its queue)."""
+    return settings.node.node_id or socket.gethostname().split(".")[0].lower()
+
+
 def detect_node(settings: Settings) -> NodeInfo:
-    node_id = settings.node.node_id or socket.gethostname().split(".")[0].lower()
+    node_id = node_id_for(settings)
     accelerator, gpu_type, slots, memory = "cpu", "cpu", settings.node.cpu_slots, 0.0
     import torch  # imported here: only node workers need it
 

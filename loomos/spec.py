@@ -238,7 +238,8 @@ def load_spec(path: str | Path) -> JobSpec:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SpecError(str(path), [("", f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")]) from None
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise SpecError(str(path), [("", f"not valid {kind}: {exc}")]) from None
     spec = parse_spec(data, str(path))
     base = path.resolve().parent
     wd = Path(spec.working_directory) if spec.working_directory else Path(".")
