@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from loomos.loomdb.hashchain import EVENT_COLUMNS
+from loomos.loomdb.hashchain import EVENT_COLUMNS, string_list_text
 
 JSON_COLUMNS = frozenset({"roles", "tags", "data", "metadata"})
 COPY_THRESHOLD = 200  # below this, a multi-row INSERT is cheaper than setting up COPY
@@ -56,6 +56,8 @@ _JSON_IDX = [i for i, c in enumerate(EVENT_COLUMNS) if c in JSON_COLUMNS]
 _COLUMNS = operator.itemgetter(*EVENT_COLUMNS)
 _I_DATA = EVENT_COLUMNS.index("data")
 _I_METADATA = EVENT_COLUMNS.index("metadata")
+_I_ROLES = EVENT_COLUMNS.index("roles")
+_I_TAGS = EVENT_COLUMNS.index("tags")
 
 
 def _as_is(text: str) -> str:
@@ -106,12 +108,15 @@ class PostgresBackend:
 
     def db_row(self, row: dict[str, Any]) -> tuple[Any, ...]:
         out = list(_COLUMNS(row))
-        for i in _JSON_IDX:
-            out[i] = Jsonb(out[i])
-        # Appends carry the canonical JSON text they hashed: send it as is, not serialised again.
-        if "data_json" in row:
+        if "data_json" not in row:
+            for i in _JSON_IDX:
+                out[i] = Jsonb(out[i])
+        else:
+            # Appends carry the canonical JSON text they hashed: send it as is, not serialised again.
             out[_I_DATA] = Jsonb(row["data_json"], dumps=_as_is)
             out[_I_METADATA] = Jsonb(row["metadata_json"], dumps=_as_is)
+            out[_I_ROLES] = Jsonb(string_list_text(tuple(row["roles"])), dumps=_as_is)
+            out[_I_TAGS] = Jsonb(string_list_text(tuple(row["tags"])), dumps=_as_is)
         return tuple(out)
 
     def read_state(

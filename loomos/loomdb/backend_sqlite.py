@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from loomos.loomdb.hashchain import EVENT_COLUMNS, iso
+from loomos.loomdb.hashchain import EVENT_COLUMNS, iso, string_list_text
 
 JSON_COLUMNS = frozenset({"roles", "tags", "data", "metadata"})
 TIME_COLUMNS = frozenset({"occurred_at", "recorded_at"})
@@ -63,6 +63,8 @@ class SqliteBackend:
             v = row[c]
             if c in ("data", "metadata") and f"{c}_json" in row:
                 v = row[f"{c}_json"]  # the canonical text the append hashed
+            elif c in ("roles", "tags"):
+                v = string_list_text(tuple(v))
             elif c in JSON_COLUMNS:
                 v = _dumps(v)
             elif c in TIME_COLUMNS:

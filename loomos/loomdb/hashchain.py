@@ -8,6 +8,7 @@ UUIDs as lowercase text, so both backends (and archive files) hash identically.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
@@ -55,6 +56,13 @@ HASHED_COLUMNS: tuple[str, ...] = (
 EVENT_COLUMNS: tuple[str, ...] = (*HASHED_COLUMNS, "hash")
 
 
+@functools.lru_cache(maxsize=4096)
+def string_list_text(values: tuple[str, ...]) -> str:
+    """JSON text of a roles or tags list. Events of one source repeat the same few lists, so
+    the encoding is cached instead of redone for every row written."""
+    return _canonical_json(list(values))
+
+
 def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
 
@@ -95,6 +103,8 @@ def _json_normal(value: Any) -> Any:
 def json_text(value: Any) -> str:
     """Canonical JSON of a data or metadata value: sorted keys, compact, numbers normalised. The
     same text is hashed and stored, so it is serialised once per event."""
+    if not value and isinstance(value, dict):
+        return "{}"  # most events' metadata: skip the encoder
     text = _canonical_json(value)
     if _maybe_unstable(text):
         text = _canonical_json(_json_normal(value))
