@@ -175,7 +175,8 @@ def plan_services(layout: StackLayout) -> list[Service]:
         "--ip", s.temporal.host,
         "--port", str(s.temporal.port),
         "--ui-port", str(s.temporal.ui_port),
-        "--log-level", "warn",
+        # Its shutdown alone logs a screenful of warnings about its own stopped pollers.
+        "--log-level", "error",
     ]  # fmt: skip
     if s.temporal.namespace != "default":
         temporal += ["--namespace", s.temporal.namespace]

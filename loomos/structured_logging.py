@@ -40,6 +40,8 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Alembic narrates every migration step at INFO on each start; only its problems matter.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 def _noop(_logger: object, _name: str, event: dict) -> dict:
