@@ -14,9 +14,16 @@ Figures (one JSON object on the last stdout line; progress goes to stderr):
 - torch_import_s: median seconds of `python -c "import torch"` (the floor of every attempt's
   start-up and of recovery time).
 
-Figures through the full Temporal stack (dev server, control and node workers, job workflow)
-belong in FULL_STACK_FIGURES below as functions returning their keys; until one is written, its
-keys are simply absent from the output.
+Through the whole stack (an ephemeral Temporal dev server, control and node workers, LoomCtl,
+as `loomos demo` runs it):
+
+- submit_to_first_step_p50_s: LoomCtl submit -> the first training step as executed (the
+  progress channel's timestamp), median over jobs; `_seen_` is when a client polling LoomCtl
+  every 50 ms first sees a step. torchrun_to_first_step_s is plain torchrun's own launch ->
+  first step, so orchestration_to_first_step_s is what LoomOS adds.
+- recovery_s: SIGKILL of rank 1 mid-run -> the first step of the resumed attempt (retry delay
+  0), and steps_lost_past_checkpoint: checkpoints written before the kill that the resume did
+  not use (must be 0).
 """
 
 from __future__ import annotations
@@ -163,12 +170,179 @@ def measure_throughput_ratio(opts: Options) -> dict[str, Any]:
 
 FIGURES: list[Callable[[Options], dict[str, Any]]] = [measure_torch_import, measure_throughput_ratio]
 
-# Figures that need the whole stack (Temporal dev server, control worker, node worker, the job
-# workflow) are to be added here, each a function Options -> {key: value}, e.g.
-#   submit_to_first_step_p50_s   submit -> first progress heartbeat, median over jobs
-#   recovery_s                   rank failure -> resumed training's first step
-#   steps_lost_past_checkpoint   steps redone after recovery beyond the last checkpoint
-FULL_STACK_FIGURES: list[Callable[[Options], dict[str, Any]]] = []
+# --- figures through the whole stack ---------------------------------------------------------
+
+
+def progress_events(path: Path) -> list[dict[str, Any]]:
+    """The progress channel rank 0 wrote (loomos/train.py), one JSON object a line."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def first_step_time(path: Path) -> float | None:
+    return next((e["time"] for e in progress_events(path) if e.get("event") == "progress"), None)
+
+
+def measure_torchrun_to_first_step(opts: Options) -> float:
+    """Plain torchrun: launch -> the script's first step (its start-up floor), median of 3."""
+    times = []
+    for _ in range(3):
+        cwd = opts.workdir / f"first-{uuid.uuid4().hex[:6]}"
+        cwd.mkdir()
+        channel = cwd / "progress.jsonl"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOMOS_")}
+        env.update(device_env(opts), LOOMOS_PROGRESS_FILE=str(channel), LOOMOS_CHECKPOINT_ENABLED="0")
+        started = time.time()
+        subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc-per-node", str(opts.world_size), "--max-restarts", "0", str(DEMO),
+             "--steps", "3", "--print-every", "3", "--warmup-steps", "0"],
+            cwd=cwd, env=env, capture_output=True, check=True,
+        )  # fmt: skip
+        first = first_step_time(channel)
+        if first is None:
+            raise RuntimeError("plain torchrun run reported no step")
+        times.append(first - started)
+    return statistics.median(times)
+
+
+def _spec(opts: Options, args: list[str], **changes: Any) -> Any:
+    from loomos.spec import load_spec
+
+    spec = load_spec(DEMO_SPEC)
+    spec.args = args
+    spec.environment_variables = device_env(opts)
+    spec.resources.gpu_count = opts.world_size
+    for key, value in changes.items():
+        setattr(spec, key, value)
+    return spec
+
+
+def measure_submit_to_first_step(client: Any, settings: Any, opts: Options) -> dict[str, Any]:
+    """Submit through LoomCtl -> first training step, per job: as executed (the progress
+    channel's timestamp) and as a user polling LoomCtl every 50 ms first sees it."""
+    from loomos.models import JobState
+
+    executed, seen = [], []
+    for i in range(3 if opts.quick else 7):
+        spec = _spec(opts, ["--steps", "20", "--print-every", "20", "--warmup-steps", "0"])
+        submitted_at = time.time()
+        job_id = client.submit(spec).job_id
+        while True:
+            status = client.get(job_id)
+            if status.step is not None or status.state.terminal:
+                seen.append(time.time() - submitted_at)
+                break
+            time.sleep(0.05)
+        final = client.wait(job_id, poll_interval=0.2, timeout=300)
+        if final.state != JobState.SUCCEEDED:
+            raise RuntimeError(f"benchmark job {job_id} ended {final.state.value}: {final.error}")
+        first = first_step_time(Path(settings.logs.root) / job_id / "attempt-1-node-0.progress.jsonl")
+        if first is None:
+            raise RuntimeError(f"job {job_id} wrote no progress")
+        executed.append(first - submitted_at)
+        log(f"job {i + 1}: first step {executed[-1]:.2f} s after submit, seen after {seen[-1]:.2f} s")
+    torchrun_first = measure_torchrun_to_first_step(opts)
+    p50 = statistics.median(executed)
+    return {
+        "submit_to_first_step_p50_s": round(p50, 3),
+        "submit_to_first_step_seen_p50_s": round(statistics.median(seen), 3),
+        "submit_to_first_step_runs_s": [round(v, 2) for v in executed],
+        # Plain torchrun's own launch -> first step (torch imported by the launcher and each
+        # rank, process group set up): what LoomOS adds is the difference.
+        "torchrun_to_first_step_s": round(torchrun_first, 3),
+        "orchestration_to_first_step_s": round(p50 - torchrun_first, 3),
+    }
+
+
+def _rank_pid(job_id: str, rank: int) -> int | None:
+    """The pid of the training process of (job, rank), found by its environment."""
+    want = {f"LOOMOS_JOB_ID={job_id}".encode(), f"RANK={rank}".encode(), b"LOOMOS_ATTEMPT=1"}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if want <= environ:
+            return int(entry.name)
+    return None
+
+
+def measure_recovery(client: Any, settings: Any, opts: Options) -> dict[str, Any]:
+    """SIGKILL one rank mid-run -> the resumed attempt's first step; and whether the resume
+    lost any step past the last checkpoint written before the kill."""
+    import signal
+
+    from loomos.models import JobState
+
+    interval = 10
+    spec = _spec(
+        opts, ["--steps", "400", "--print-every", "50", "--step-sleep", "0.05"],
+        checkpoint_config=_spec(opts, []).checkpoint_config.model_copy(update={"interval_steps": interval}),
+        retry_policy=_spec(opts, []).retry_policy.model_copy(update={"retry_delay_seconds": 0}),
+    )  # fmt: skip
+    job_id = client.submit(spec).job_id
+    logs = Path(settings.logs.root) / job_id
+    first_channel = logs / "attempt-1-node-0.progress.jsonl"
+    deadline = time.monotonic() + 120
+    while True:  # run past a few checkpoints, stop between two of them
+        steps = [e["step"] for e in progress_events(first_channel) if e.get("event") == "progress"]
+        if steps and steps[-1] >= 3 * interval + interval // 2:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id} did not get going: {client.get(job_id).state}")
+        time.sleep(0.05)
+    victim = _rank_pid(job_id, rank=1)
+    if victim is None:
+        raise RuntimeError("rank 1's process not found")
+    killed_at = time.time()
+    os.kill(victim, signal.SIGKILL)
+    events = progress_events(first_channel)
+    saved = [e["step"] for e in events if e.get("event") == "checkpoint" and e["time"] <= killed_at]
+    step_at_kill = max(e["step"] for e in events if e.get("event") == "progress")
+    second_channel = logs / "attempt-2-node-0.progress.jsonl"
+    while (first := first_step_time(second_channel)) is None:
+        if time.monotonic() > deadline + 120:
+            raise RuntimeError(f"no resumed attempt: {client.get(job_id).error}")
+        time.sleep(0.05)
+    resumed = next((e["step"] for e in progress_events(second_channel) if e.get("event") == "resumed"), 0)
+    client.cancel(job_id)
+    final = client.wait(job_id, poll_interval=0.2, timeout=120)
+    if final.state != JobState.CANCELLED:
+        raise RuntimeError(f"recovery job ended {final.state.value}: {final.error}")
+    last_saved = max(saved, default=0)
+    log(f"killed rank 1 at step {step_at_kill} (last checkpoint {last_saved}); resumed from {resumed}; "
+        f"first resumed step {first - killed_at:.2f} s after the kill")
+    return {
+        "recovery_s": round(first - killed_at, 3),
+        "steps_lost_past_checkpoint": max(0, last_saved - resumed),
+        "recovery_resumed_from_step": resumed,
+        "recovery_step_at_kill": step_at_kill,
+        "recovery_retry_delay_s": 0,
+    }
+
+
+def measure_full_stack(opts: Options) -> dict[str, Any]:
+    """An ephemeral stack like `loomos demo`'s: dev server, control and node workers, LoomCtl."""
+    from loomos.client import LoomOSClient
+    from loomos.config import load_settings
+    from loomos.demo import DEMO_NODE_ID, demo_settings
+    from loomos.stack import LocalStack, StackLayout
+
+    state = opts.workdir / "stack"
+    settings = demo_settings(load_settings(REPO / "temporal-dev.yaml"), state)
+    layout = StackLayout(settings, state_dir=state, node_id=DEMO_NODE_ID, persistent=False)
+    log("starting an ephemeral stack")
+    with LocalStack(layout), LoomOSClient(settings.api_url) as client:
+        result = measure_submit_to_first_step(client, settings, opts)
+        result.update(measure_recovery(client, settings, opts))
+    return result
+
+
+FULL_STACK_FIGURES: list[Callable[[Options], dict[str, Any]]] = [measure_full_stack]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

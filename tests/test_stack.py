@@ -219,7 +219,7 @@ def small_job(tmp_path: Path) -> Path:
     spec = tmp_path / "small.yaml"
     spec.write_text(
         f"name: stack-small\nentrypoint: {REPO / 'examples' / 'ddp_demo.py'}\n"
-        'args: ["--steps", "6", "--print-every", "2"]\n'
+        'args: ["--steps", "30", "--print-every", "10", "--step-sleep", "0.1"]\n'
         "resources: {gpu_count: 2}\nuser: ada\nteam: vision\npriority: 70\n"
         "checkpoint_config: {enabled: true, interval_steps: 3}\n"
     )
@@ -237,7 +237,9 @@ def temporal_list(env: dict[str, str], query: str) -> list[dict]:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
-def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(tmp_path: Path, dev_env: dict[str, str]) -> None:
+def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
+    tmp_path: Path, dev_env: dict[str, str]
+) -> None:
     dev = Running(["dev"], dev_env)
     try:
         dev.wait_for("LoomOS dev stack is up")
@@ -249,9 +251,16 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(tmp_path: Path, de
         endpoint = f"http://127.0.0.1:{dev_env['LOOMOS_API_PORT']}"
         with LoomOSClient(endpoint) as client:
             job_id = client.submit(small_job(tmp_path)).job_id
-            final = client.wait(job_id, poll_interval=0.3, timeout=120)
+            # Live progress from the production node worker's heartbeats, while it trains.
+            live = []
+            while not (status := client.get(job_id)).state.terminal:
+                if status.state == JobState.RUNNING and status.step is not None and status.step < 30:
+                    live.append(status.step)
+                time.sleep(0.2)
+            final = client.wait(job_id, timeout=120)
         assert final.state == JobState.SUCCEEDED, final.error
-        assert final.step == 6 and final.last_checkpoint is not None
+        assert final.step == 30 and final.last_checkpoint is not None
+        assert len(set(live)) >= 2, f"progress seen while running: {live}"
 
         # What an operator runs: the job, with LoomOS's search attributes, found by query.
         deadline = time.monotonic() + 20
@@ -300,7 +309,8 @@ def test_demo_succeeds_after_a_crash_and_resume(tmp_path: Path) -> None:
     assert code == 0, out
     assert "RECOVERING" in out and "attempt 2 resumed from step 20" in out
     summary = out[out.index("LoomOS demo") :]
-    for expected in ("SUCCEEDED", "Attempts           2", "Resumed from step  20", "Final step         80/80"):
-        assert expected in summary, summary
+    expected = ("SUCCEEDED", "Attempts           2", "Resumed from step  20", "Final step         80/80")
+    for text in expected:
+        assert text in summary, summary
     assert "ckpt-00000080.pt" in summary.replace("│", "").replace("\n", "").replace(" ", "")
     assert (tmp_path / ".loomos" / "demo" / "loomdb.sqlite").is_file()

@@ -23,6 +23,7 @@ from loomos.node_capacity import detect_node
 from loomos.temporal_client import connect_temporal
 
 log = structlog.get_logger()
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 def build_node_worker(client: Client, settings: Settings, node: NodeInfo) -> Worker:
@@ -33,6 +34,11 @@ def build_node_worker(client: Client, settings: Settings, node: NodeInfo) -> Wor
         activities=[training.run_training, training.read_training_log, training.read_training_progress],
         # Capacity is the scheduler's business; this only bounds concurrent attempts + log reads.
         max_concurrent_activities=node.slots * 2 + 4,
+        # Heartbeats carry live progress and bring back cancellation. The SDK would batch them
+        # to 0.8 x the heartbeat timeout (24 s): users would see steps, and a cancel would reach
+        # the training, up to 24 s late. One RPC a second per running attempt is cheap.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         # On shutdown, running attempts are cancelled: SIGTERM, checkpoint, then kill.
         graceful_shutdown_timeout=timedelta(seconds=1),
     )
