@@ -118,9 +118,24 @@ def attempt_cost(store: EventStore, batch: AuditBatch, end: AuditEvent) -> NewEv
             "job_id": batch.job_id,
             "attempt": attempt,
             "outcome": end.event_type,
+            # The offer and price the placement recorded (nodes started on a catalog offer).
+            **_offer_fields(nodes),
         },
         metadata={"source": "audit-activity", "seq": end.seq},
     )
+
+
+def _offer_fields(nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    records = [n["price"] for n in nodes if isinstance(n.get("price"), dict)]
+    if not records:
+        return {}
+    keys = sorted({str(r.get("offer_key")) for r in records})
+    return {
+        "provider": str(records[0].get("provider")),
+        "offer_keys": keys,
+        "pricing_model": str(records[0].get("pricing_model")),
+        "catalog_as_of": str(records[0].get("catalog_as_of")),
+    }
 
 
 class AuditActivities:

@@ -31,12 +31,13 @@ PREFIX_STYLE = {"temporal": "magenta", "control": "cyan", "node": "green", "api"
 @contextlib.contextmanager
 def reported_stack_errors() -> Iterator[None]:
     from loomos.binaries import BinaryNotFound
+    from loomos.node_capacity import NodeConfigError
     from loomos.stack import StackError, StartInterrupted
     from loomos.temporal_client import SearchAttributeConflict
 
     try:
         yield
-    except (ConfigError, SpecError, SearchAttributeConflict) as err:
+    except (ConfigError, SpecError, SearchAttributeConflict, NodeConfigError) as err:
         fail(str(err), EXIT_BAD_INPUT)
     except StartInterrupted as err:
         fail(str(err), 130)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SEARCH_ATTRIBUTE_TYPES = {"Keyword", "Text", "Int", "Double", "Bool", "Datetime", "KeywordList"}
 
@@ -86,6 +86,17 @@ class NodeSettings(_Section):
     cancel_grace_s: float = Field(30, ge=0, le=3600)
     register_interval_s: float = Field(15, gt=0, le=3600)
     price_per_slot_hour: float | None = Field(None, gt=0)
+    # The catalog offer this host is ("aws/us-east-1/-/p5.48xlarge", the `key` of
+    # `loomos market offers --json`): its price is looked up when the node starts and recorded
+    # with every placement on it. For owned hardware set price_per_slot_hour instead.
+    offer: str | None = Field(None, pattern=r"^[a-z]+/[A-Za-z0-9-]+/[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
+    pricing_model: str = Field("on_demand", pattern=r"^(on_demand|spot)$")
+
+    @model_validator(mode="after")
+    def _one_price_source(self) -> NodeSettings:
+        if self.offer and self.price_per_slot_hour is not None:
+            raise ValueError("set node.offer (a catalog price) or node.price_per_slot_hour, not both")
+        return self
 
 
 class Settings(_Section):
@@ -124,6 +135,8 @@ ENV_OVERRIDES: dict[str, str] = {
     "LOOMOS_NODE_HEARTBEAT_TIMEOUT_S": "node.heartbeat_timeout_s",
     "LOOMOS_NODE_CANCEL_GRACE_S": "node.cancel_grace_s",
     "LOOMOS_NODE_PRICE_PER_SLOT_HOUR": "node.price_per_slot_hour",
+    "LOOMOS_NODE_OFFER": "node.offer",
+    "LOOMOS_NODE_PRICING_MODEL": "node.pricing_model",
 }
 
 DEFAULT_CONFIG_FILE = "temporal-dev.yaml"
@@ -185,7 +198,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             origin = sources.get(key, str(file) if file else "defaults")
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
             problems.append(f"{key}: {msg} (from {origin})")
         raise ConfigError("; ".join(problems)) from None
     return _resolve_paths(settings, base)

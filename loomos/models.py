@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from loomos.marketplace.price_record import PriceRecord
 from loomos.spec import JobSpec
 
 CONTROL_TASK_QUEUE = "loomos-control"
@@ -88,6 +89,9 @@ class NodeInfo(BaseModel):
     slots: int = Field(ge=1, description="GPUs, or CPU training slots on a CPU node")
     gpu_memory_gb: float = 0
     price_per_slot_hour: float | None = Field(None, description="amortised cost, for cost records")
+    price: PriceRecord | None = Field(
+        None, description="the catalog offer this node runs on and its price when the node started"
+    )
     registered_at: datetime | None = None
 
 
@@ -125,6 +129,9 @@ class NodeAssignment(BaseModel):
     slots: int
     gpu_type: str
     price_per_slot_hour: float | None = None
+    # The node's offer and price as recorded when it started: cost records use this price,
+    # not the catalog of the day they are computed.
+    price: PriceRecord | None = None
 
 
 class Placement(BaseModel):

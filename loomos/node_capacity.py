@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import socket
+from datetime import UTC, datetime
 
 from loomos.config import Settings
+from loomos.marketplace.price_record import PriceRecord
 from loomos.models import NodeInfo, node_task_queue
 
 # Marketing names as CUDA reports them -> the normalised names used in specs and catalogs.
@@ -35,8 +37,41 @@ def node_id_for(settings: Settings) -> str:
     return settings.node.node_id or socket.gethostname().split(".")[0].lower()
 
 
+class NodeConfigError(ValueError):
+    pass
+
+
+def offer_price(settings: Settings, now: datetime | None = None) -> PriceRecord | None:
+    """The price record of node.offer in the catalog in force now (None without an offer).
+
+    Recorded once, when the node starts: placements on the node carry it, so costs use the
+    price of that day even after the catalog is refreshed.
+    """
+    key = settings.node.offer
+    if key is None:
+        return None
+    from loomos.marketplace.catalog import load_catalog
+    from loomos.marketplace.estimate import price_record
+    from loomos.marketplace.optimizer import MarketInputError
+
+    catalog = load_catalog()
+    offer = catalog.offer(key)
+    if offer is None:
+        raise NodeConfigError(
+            f"node.offer: no offer {key!r} in the catalog ({catalog.origin}); "
+            "`loomos market offers --json` lists the keys"
+        )
+    meta = catalog.providers.get(offer.provider)
+    as_of = meta.as_of if meta else offer.fetched_at.date().isoformat()
+    try:
+        return price_record(offer, settings.node.pricing_model, as_of, now or datetime.now(UTC))
+    except MarketInputError as err:
+        raise NodeConfigError(f"node.pricing_model: {err}") from None
+
+
 def detect_node(settings: Settings) -> NodeInfo:
     node_id = node_id_for(settings)
+    price = offer_price(settings)
     accelerator, gpu_type, slots, memory = "cpu", "cpu", settings.node.cpu_slots, 0.0
     import torch  # imported here: only node workers need it
 
@@ -55,5 +90,6 @@ def detect_node(settings: Settings) -> NodeInfo:
         gpu_type=gpu_type,
         slots=slots,
         gpu_memory_gb=memory,
-        price_per_slot_hour=settings.node.price_per_slot_hour,
+        price_per_slot_hour=price.price_per_gpu_hour if price else settings.node.price_per_slot_hour,
+        price=price,
     )

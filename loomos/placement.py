@@ -88,6 +88,7 @@ def place(request: PlacementRequest, nodes: Iterable[NodeCapacity]) -> list[Node
                 slots=request.gpu_count,
                 gpu_type=cap.info.gpu_type,
                 price_per_slot_hour=cap.info.price_per_slot_hour,
+                price=cap.info.price,
             )
         )
         if len(chosen) == request.nodes:

@@ -117,6 +117,9 @@ class StackLayout:
         )
         if s.node.price_per_slot_hour is not None:
             env["LOOMOS_NODE_PRICE_PER_SLOT_HOUR"] = str(s.node.price_per_slot_hour)
+        if s.node.offer is not None:
+            env["LOOMOS_NODE_OFFER"] = s.node.offer
+            env["LOOMOS_NODE_PRICING_MODEL"] = s.node.pricing_model
         return env
 
 

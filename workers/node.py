@@ -55,8 +55,8 @@ async def keep_registered(client: Client, node: NodeInfo, interval_s: float) -> 
 
 
 async def run_node_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    node = detect_node(settings)  # configuration problems first, before dialling Temporal
     client = await connect_temporal(settings)
-    node = detect_node(settings)
     worker = build_node_worker(client, settings, node)
     log.info(
         "node worker polling",

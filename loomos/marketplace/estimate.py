@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from loomos.marketplace.catalog import Catalog, load_catalog
 from loomos.marketplace.offers import PROVIDERS, Offer
@@ -23,37 +23,10 @@ from loomos.marketplace.optimizer import (
     rank_offers,
 )
 from loomos.marketplace.performance import gpu_performance
+from loomos.marketplace.price_record import PriceRecord, PricingModel
 from loomos.spec import JobSpec
 
-PricingModel = Literal["on_demand", "spot"]
 HOURS_PER_MONTH = 730.0
-
-
-class PriceRecord(BaseModel):
-    """The offer and price a decision used. Small and JSON-friendly: it travels in Temporal
-    payloads and is stored with placements and cost events."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    offer_key: str
-    provider: str
-    region: str
-    zone: str | None
-    instance_type: str
-    gpu_type: str
-    gpus_per_node: int
-    pricing_model: PricingModel
-    price_per_hour: float = Field(..., gt=0, description="USD per machine-hour")
-    currency: str = "USD"
-    catalog_as_of: str
-    fetched_at: datetime
-    recorded_at: datetime
-    source: str
-
-    @property
-    def price_per_gpu_hour(self) -> float:
-        """The recorded price per GPU-hour: what a placement's per-slot price is set from."""
-        return self.price_per_hour / self.gpus_per_node
 
 
 def price_record(
