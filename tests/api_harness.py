@@ -47,6 +47,8 @@ from workflows.logs import FetchLogsWorkflow
 from workflows.scheduler import SchedulerWorkflow
 
 SEARCH_ATTRIBUTE_KEYS = [sa.STATUS, sa.USER, sa.TEAM, sa.GPU_TYPE, sa.GPU_COUNT, sa.PRIORITY, sa.POOL]
+# The SDK gives a server 5 s to come up; a busy 2-core CI machine can take longer.
+SERVER_STARTUP_TIMEOUT = timedelta(seconds=60)
 # A second namespace no worker polls: queries there time out, as with no control worker.
 IDLE_NAMESPACE = "idle"
 
@@ -58,6 +60,7 @@ async def start_dev_server() -> WorkflowEnvironment:
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
         dev_server_extra_args=["--namespace", IDLE_NAMESPACE],
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
     )
 
 

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from api_harness import (
     IDLE_NAMESPACE,
+    SERVER_STARTUP_TIMEOUT,
     AuditSink,
     ScriptedNode,
     control_worker,
@@ -417,6 +418,7 @@ async def test_namespace_without_loomos_search_attributes_is_503() -> None:
         dev_server_existing_path=temporal_cli(),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
     )
     try:
         app = create_app(settings_for(bare.client), bare.client)

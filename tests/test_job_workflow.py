@@ -8,9 +8,11 @@ backoff, cancellation and failure classification can be checked in seconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from temporalio import activity
@@ -52,7 +54,9 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     from temporalio.contrib.pydantic import pydantic_data_converter
 
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_test_server(), data_converter=pydantic_data_converter
+        test_server_existing_path=temporal_test_server(),
+        data_converter=pydantic_data_converter,
+        test_server_startup_timeout=timedelta(seconds=60),  # the SDK's 5 s is short on a busy CI machine
     )
     # JobWorkflow keeps LoomOS's search attributes current; the server must know them.
     # (The test server implements adding them, not listing them.)
@@ -209,6 +213,22 @@ async def submit(h: Harness, spec, heartbeat_timeout_s: float = 30) -> tuple[str
     return job_id, handle
 
 
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def keep_history(handle, name: str) -> None:
+    """With LOOMOS_RECORD_HISTORIES=1, save the workflow's history for test_replay.py.
+
+    Re-record after a deliberate, patched change to a workflow; the saved files are what
+    guards the workflows against unpatched changes that would break running jobs.
+    """
+    if os.environ.get("LOOMOS_RECORD_HISTORIES") != "1":
+        return
+    history = await handle.fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
 async def backoff_timers(handle) -> list[float]:
     """Durations of the retry-backoff timers (not the runtime-limit ones), in order."""
     out = []
@@ -245,6 +265,7 @@ async def test_success_records_lifecycle(harness) -> None:
     assert desc.typed_search_attributes.get(sa.STATUS) == "SUCCEEDED"
     snap = await h.client.get_workflow_handle(scheduler_workflow_id(h.pool)).query("snapshot")
     assert all(not n["jobs"] for n in snap["nodes"]), "allocation must be released"
+    await keep_history(handle, "job-succeeded")
 
 
 async def test_retry_backoff_then_success(harness) -> None:
@@ -279,6 +300,7 @@ async def test_retry_backoff_then_success(harness) -> None:
     assert [a.outcome for a in status.attempts] == ["failed", "failed", "succeeded"]
     assert status.attempts[0].failure_kind == FailureKind.TRAINING_CRASHED
     assert "model.training.checkpoint" in h.events() and h.events().count("job.retrying") == 2
+    await keep_history(handle, "job-retried-twice")
 
 
 async def test_non_retryable_fails_at_once(harness) -> None:
@@ -296,6 +318,7 @@ async def test_non_retryable_fails_at_once(harness) -> None:
     assert result.attempts == 1
     assert "InvalidJob" in result.error and "/nowhere/train.py" in result.error
     assert await backoff_timers(handle) == []
+    await keep_history(handle, "job-invalid")
 
 
 async def test_retries_exhausted(harness) -> None:
@@ -397,6 +420,7 @@ async def test_cancel_checkpoints_and_releases(harness) -> None:
     assert h.events()[-1] == "job.cancelled"
     assert "model.training.checkpoint" in h.events(), "the stop checkpoint is audited"
     assert status.attempts[0].outcome == "cancelled" and status.attempts[0].last_step == 7
+    await keep_history(handle, "job-cancelled")
     snap = await h.client.get_workflow_handle(scheduler_workflow_id(h.pool)).query("snapshot")
     assert all(not n["jobs"] for n in snap["nodes"])
 
@@ -420,3 +444,5 @@ async def test_node_lost_moves_to_another_node(harness) -> None:
     snap = await h.client.get_workflow_handle(scheduler_workflow_id(h.pool)).query("snapshot")
     lost = {n["node"]["node_id"]: n["available"] for n in snap["nodes"]}
     assert lost[nodes[0].info.node_id] is False
+    await keep_history(handle, "job-node-lost")
+    await keep_history(h.client.get_workflow_handle(scheduler_workflow_id(h.pool)), "scheduler")
