@@ -7,9 +7,11 @@ Commits NOTIFY a per-schema channel that live subscribers LISTEN on.
 
 from __future__ import annotations
 
+import functools
 import operator
+import struct
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -62,6 +64,106 @@ _I_TAGS = EVENT_COLUMNS.index("tags")
 
 def _as_is(text: str) -> str:
     return text
+
+
+# --- binary COPY rows built directly ---------------------------------------------------------
+# psycopg's write_row adapts each of the 30 values through its dumper machinery (and jsonb
+# through a Jsonb wrapper); the append path already holds every value in its final form (the
+# canonical JSON text it hashed), so it writes the COPY binary format itself: per row a field
+# count, then per field a length and the type's binary form (jsonb: version byte 1 + text;
+# timestamptz: microseconds since 2000-01-01 UTC; uuid: 16 bytes; NULL: length -1).
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_COPY_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_FIELD_COUNT = struct.pack("!h", len(EVENT_COLUMNS))
+_UUID_LEN = struct.pack("!i", 16)
+_HASH_LEN = struct.pack("!i", 64)
+_pack_len = struct.Struct("!i").pack
+_pack_i8 = struct.Struct("!iq").pack
+_pack_i4 = struct.Struct("!ii").pack
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return _NULL
+    b = value.encode()
+    return _pack_len(len(b)) + b
+
+
+def _jsonb(text: str) -> bytes:
+    b = text.encode()
+    return _pack_len(len(b) + 1) + b"\x01" + b
+
+
+def _timestamptz(ts: datetime) -> bytes:
+    return _pack_i8(8, (ts - _PG_EPOCH) // _MICROSECOND)
+
+
+@functools.lru_cache(maxsize=4096)
+def _jsonb_list(values: tuple[str, ...]) -> bytes:
+    return _jsonb(string_list_text(values))
+
+
+@functools.lru_cache(maxsize=256)
+def _text_cached(value: str | None) -> bytes:
+    """Columns with few distinct values (event types, schema versions, priority)."""
+    return _text(value)
+
+
+def copy_row(r: dict[str, Any], recorded: bytes) -> bytes:
+    """One appended row (with the canonical JSON texts it hashed) in COPY binary format, in
+    EVENT_COLUMNS order. `recorded` is the encoded recorded_at, shared by a whole append."""
+    retention = r["retention_days"]
+    return b"".join(
+        (
+            _FIELD_COUNT,
+            _pack_i8(8, r["position"]),
+            _UUID_LEN + r["event_id"].bytes,
+            _text_cached(r["event_type"]),
+            _text_cached(r["schema_version"]),
+            _text(r["stream_id"]),
+            _pack_i8(8, r["stream_version"]),
+            _timestamptz(r["occurred_at"]),
+            recorded,
+            _text(r["correlation_id"]),
+            _text(r["causation_id"]),
+            _text(r["user_id"]),
+            _text(r["session_id"]),
+            _text(r["request_id"]),
+            _text(r["source_ip"]),
+            _text(r["user_agent"]),
+            _text(r["compliance_level"]),
+            _text(r["cost_center"]),
+            _text(r["project_id"]),
+            _text(r["authentication_method"]),
+            _jsonb_list(tuple(r["roles"])),
+            _text(r["access_level"]),
+            _text(r["data_classification"]),
+            _text(r["geographic_restriction"]),
+            _jsonb_list(tuple(r["tags"])),
+            _text_cached(r["priority"]),
+            _jsonb(r["data_json"]),
+            _jsonb(r["metadata_json"]),
+            _NULL if retention is None else _pack_i4(4, retention),
+            _HASH_LEN + r["prev_hash"].encode(),
+            _HASH_LEN + r["hash"].encode(),
+        )
+    )
+
+
+def copy_data(rows: list[dict[str, Any]]) -> bytes:
+    """A whole COPY binary stream (signature, rows, trailer) for appended rows."""
+    parts = [_COPY_SIGNATURE]
+    cached: tuple[datetime, bytes] | None = None
+    for r in rows:
+        ts = r["recorded_at"]
+        if cached is None or cached[0] is not ts:
+            cached = (ts, _timestamptz(ts))
+        parts.append(copy_row(r, cached[1]))
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
 
 
 def month_start(ts: datetime) -> datetime:
@@ -158,7 +260,7 @@ class PostgresBackend:
         if len(rows) >= COPY_THRESHOLD:
             self._copy(cur, rows)
         with conn.pipeline():
-            if len(rows) < COPY_THRESHOLD:
+            if rows and len(rows) < COPY_THRESHOLD:
                 self._insert(cur, rows)
             self.save_streams(cur, streams)
             self.save_head(cur, position, h, recorded_at)
@@ -181,7 +283,9 @@ class PostgresBackend:
         """Fallback inside the append transaction (the clock moved into a month that
         prepare_partitions did not create). Creating a partition locks the parent table until
         commit, so this path is kept rare."""
-        for start in sorted({month_start(r["recorded_at"]) for r in rows}):
+        # An append's rows share one recorded_at object: compute each distinct month once.
+        stamps = {id(r["recorded_at"]): r["recorded_at"] for r in rows}.values()
+        for start in sorted({month_start(ts) for ts in stamps}):
             if partition_name(start) not in self._partitions:
                 self._create(cur, start)
 
@@ -230,7 +334,37 @@ class PostgresBackend:
         else:
             self._insert(cur, rows)
 
+    # Appends of at least this many rows stream them into COPY as they are built and hashed.
+    stream_threshold = COPY_THRESHOLD
+    STREAM_CHUNK = 64 * 1024
+
+    def stream_rows(self, cur: Any, rows: Any) -> None:
+        """COPY appended rows while they are being built: each chunk is sent as soon as it is
+        encoded, so the server inserts (and indexes) one chunk while Python hashes the next,
+        instead of the two taking turns."""
+        chunk = self.STREAM_CHUNK
+        with cur.copy(_COPY_SQL) as copy:
+            parts = [_COPY_SIGNATURE]
+            size = 0
+            cached: tuple[datetime, bytes] | None = None
+            for r in rows:
+                ts = r["recorded_at"]
+                if cached is None or cached[0] is not ts:
+                    cached = (ts, _timestamptz(ts))
+                b = copy_row(r, cached[1])
+                parts.append(b)
+                size += len(b)
+                if size >= chunk:
+                    copy.write(b"".join(parts))
+                    parts, size = [], 0
+            parts.append(_COPY_TRAILER)
+            copy.write(b"".join(parts))
+
     def _copy(self, cur: Any, rows: list[dict[str, Any]]) -> None:
+        if all("data_json" in r for r in rows):
+            with cur.copy(_COPY_SQL) as copy:
+                copy.write(copy_data(rows))
+            return
         with cur.copy(_COPY_SQL) as copy:
             copy.set_types(_COPY_TYPES)
             for r in rows:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import operator
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -68,7 +68,42 @@ def iso(ts: datetime) -> str:
 
 
 # One encoder, built once: json.dumps with non-default options builds a new one per call.
-_canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_canonical_json_reference = _ENCODER.encode
+
+
+def _build_fast_encoder() -> Callable[[Any], str] | None:
+    """JSONEncoder.encode builds a new C encoder for every call (most of its cost on small
+    values); this builds the same C encoder once, with exactly the arguments encode() passes
+    it, so the text is identical by construction (tests compare it with encode() on every
+    kind of value). Cycle detection is off: validated events are trees (depth-limited)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    enc = _ENCODER
+    iterencode = make(
+        None,
+        enc.default,
+        json.encoder.encode_basestring,
+        None,
+        enc.key_separator,
+        enc.item_separator,
+        enc.sort_keys,
+        enc.skipkeys,
+        enc.allow_nan,
+    )
+    basestring = json.encoder.encode_basestring
+    join = "".join
+
+    def encode(o: Any) -> str:
+        if isinstance(o, str):
+            return basestring(o)
+        return join(iterencode(o, 0))
+
+    return encode
+
+
+_canonical_json: Callable[[Any], str] = _build_fast_encoder() or _canonical_json_reference
 # A number may not survive a jsonb round trip unchanged only when it is an integral float:
 # compact JSON writes "1.0" followed by , } or ], and "1e+16" from 1e16 up, which jsonb (an exact
 # decimal) gives back as 1.0 or 10000000000000000. Plain substring tests are much cheaper than
@@ -134,6 +169,14 @@ def canonical_bytes(row: dict[str, Any]) -> bytes:
 
 def event_hash(row: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(row)).hexdigest()
+
+
+def hash_values(scalars: list[Any], data_json: str, metadata_json: str) -> str:
+    """event_hash for an append that already holds the scalar columns in SCALAR_COLUMNS order
+    (event_id and timestamps as the text canonical_bytes makes of them) and the canonical JSON
+    of data and metadata: the same bytes, without building and re-reading a row first."""
+    head = _canonical_json(scalars)
+    return hashlib.sha256(f"{head}\x1e{data_json}\x1e{metadata_json}".encode()).hexdigest()
 
 
 @dataclass

@@ -44,7 +44,7 @@ from loomos.loomdb.events import (
     SecurityContext,
     utcnow,
 )
-from loomos.loomdb.hashchain import EVENT_COLUMNS, ChainWalker, VerifyReport, event_hash, iso, json_text
+from loomos.loomdb.hashchain import EVENT_COLUMNS, ChainWalker, VerifyReport, hash_values, iso, json_text
 from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
 
@@ -419,8 +419,8 @@ class EventStore:
         now = self.clock()
         recorded = now if now > head_ts else head_ts  # keeps recorded_at monotonic in position
         recorded_iso = iso(recorded)
-        rows: list[dict[str, Any]] = []
-        prev, pos = head_hash, head_pos
+        plan: list[tuple[NewEvent, str | None, int, int]] = []
+        pos = head_pos
         stream_state: dict[str, tuple[int, int]] = {}
         for r in group:
             fresh: dict[uuid.UUID, tuple[NewEvent, str | None]] = {}
@@ -439,14 +439,30 @@ class EventStore:
                 sv = current.get(e.stream_id, 0) + 1
                 current[e.stream_id] = sv
                 stream_state[e.stream_id] = (sv, pos)
-                row = self._row(e, v, pos, sv, recorded, recorded_iso, prev)
-                prev = row["hash"]
-                rows.append(row)
+                plan.append((e, v, pos, sv))
                 positions[e.event_id] = pos
             r.result = [positions[e.event_id] for e in r.items]
-        if rows:
-            b.ensure_partitions(cur, rows)
-            b.write(cur, rows, stream_state, pos, prev, recorded, commit)
+        if not plan:
+            return
+        prev = head_hash
+
+        def build() -> Iterator[dict[str, Any]]:
+            # Rows are built (and hashed) lazily, in chain order: a streaming backend writes
+            # each one while the database is still inserting the ones before it.
+            nonlocal prev
+            row_ = self._row
+            for e, v, p, sv in plan:
+                row = row_(e, v, p, sv, recorded, recorded_iso, prev)
+                prev = row["hash"]
+                yield row
+
+        b.ensure_partitions(cur, [{"recorded_at": recorded}])
+        if len(plan) >= getattr(b, "stream_threshold", len(plan) + 1):
+            b.stream_rows(cur, build())
+            rows: list[dict[str, Any]] = []
+        else:
+            rows = list(build())
+        b.write(cur, rows, stream_state, pos, prev, recorded, commit)
 
     @staticmethod
     def _row(
@@ -459,7 +475,44 @@ class EventStore:
         prev: str,
     ) -> dict[str, Any]:
         ctx, sec = e.context, e.security
-        row: dict[str, Any] = {
+        roles, tags, priority = list(sec.roles), list(e.tags), str(e.priority)
+        data_json, metadata_json = json_text(e.data), json_text(e.metadata)
+        # The hashed scalars, in hashchain.SCALAR_COLUMNS order (test_loomdb_tamper checks
+        # that the hash equals event_hash of the stored row).
+        h = hash_values(
+            [
+                position,
+                str(e.event_id),
+                e.event_type,
+                schema_version,
+                e.stream_id,
+                stream_version,
+                iso(e.occurred_at),
+                recorded_iso,
+                e.correlation_id,
+                e.causation_id,
+                ctx.user_id,
+                ctx.session_id,
+                ctx.request_id,
+                ctx.source_ip,
+                ctx.user_agent,
+                ctx.compliance_level,
+                ctx.cost_center,
+                ctx.project_id,
+                sec.authentication_method,
+                roles,
+                sec.access_level,
+                sec.data_classification,
+                sec.geographic_restriction,
+                tags,
+                priority,
+                e.retention_days,
+                prev,
+            ],
+            data_json,
+            metadata_json,
+        )
+        return {
             "position": position,
             "event_id": e.event_id,
             "event_type": e.event_type,
@@ -479,22 +532,21 @@ class EventStore:
             "cost_center": ctx.cost_center,
             "project_id": ctx.project_id,
             "authentication_method": sec.authentication_method,
-            "roles": list(sec.roles),
+            "roles": roles,
             "access_level": sec.access_level,
             "data_classification": sec.data_classification,
             "geographic_restriction": sec.geographic_restriction,
-            "tags": list(e.tags),
-            "priority": str(e.priority),
+            "tags": tags,
+            "priority": priority,
             "data": e.data,
             "metadata": e.metadata,
             "retention_days": e.retention_days,
             "prev_hash": prev,
-            "data_json": json_text(e.data),
-            "metadata_json": json_text(e.metadata),
+            "data_json": data_json,
+            "metadata_json": metadata_json,
             "recorded_iso": recorded_iso,
+            "hash": h,
         }
-        row["hash"] = event_hash(row)
-        return row
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -284,8 +284,14 @@ def test_large_batches_round_trip(store, backend):
 
     copies: list[int] = []
     if backend == "postgres":
-        original = store.backend._copy
-        store.backend._copy = lambda cur, rows: (copies.append(len(rows)), original(cur, rows))[1]
+        original = store.backend.stream_rows
+
+        def counted(cur, rows):
+            rows = list(rows)
+            copies.append(len(rows))
+            return original(cur, iter(rows))
+
+        store.backend.stream_rows = counted
     events = [_varied(i) for i in range(COPY_THRESHOLD * 2 + 17)]
     positions = store.append_many(events)
     assert positions == list(range(1, len(events) + 1))
