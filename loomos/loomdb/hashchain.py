@@ -179,6 +179,19 @@ def hash_values(scalars: list[Any], data_json: str, metadata_json: str) -> str:
     return hashlib.sha256(f"{head}\x1e{data_json}\x1e{metadata_json}".encode()).hexdigest()
 
 
+def json_fragment(values: list[Any]) -> str:
+    """The canonical JSON of `values` without the brackets: the text those values take inside
+    the hashed scalar array. Encoding the whole array is exactly "[" + its items' texts joined
+    by "," + "]", so an append can cache the fragments of values that repeat (an event source's
+    audit and security context, its tags) and join them: the same bytes as hash_values."""
+    return _canonical_json(values)[1:-1]
+
+
+def hash_text(head: str, data_json: str, metadata_json: str) -> str:
+    """hash_values for a scalar array already encoded (`head`, brackets included)."""
+    return hashlib.sha256(f"{head}\x1e{data_json}\x1e{metadata_json}".encode()).hexdigest()
+
+
 @dataclass
 class ChainProblem:
     position: int

@@ -458,7 +458,7 @@ class EventStore:
 
         b.ensure_partitions(cur, [{"recorded_at": recorded}])
         if len(plan) >= getattr(b, "stream_threshold", len(plan) + 1):
-            b.stream_rows(cur, build())
+            prev = b.stream_plan(cur, plan, recorded, recorded_iso, prev)
             rows: list[dict[str, Any]] = []
         else:
             rows = list(build())

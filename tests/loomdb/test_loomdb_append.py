@@ -284,14 +284,13 @@ def test_large_batches_round_trip(store, backend):
 
     copies: list[int] = []
     if backend == "postgres":
-        original = store.backend.stream_rows
+        original = store.backend.stream_plan
 
-        def counted(cur, rows):
-            rows = list(rows)
-            copies.append(len(rows))
-            return original(cur, iter(rows))
+        def counted(cur, plan, *args):
+            copies.append(len(plan))
+            return original(cur, plan, *args)
 
-        store.backend.stream_rows = counted
+        store.backend.stream_plan = counted
     events = [_varied(i) for i in range(COPY_THRESHOLD * 2 + 17)]
     positions = store.append_many(events)
     assert positions == list(range(1, len(events) + 1))

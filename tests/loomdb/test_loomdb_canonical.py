@@ -64,3 +64,54 @@ def test_append_hash_equals_event_hash():
     row = EventStore._row(e, "1.0.0", 7, 3, now, H.iso(now), "ab" * 32)
     assert row["hash"] == H.event_hash(row)
     assert row["hash"] == H.event_hash({k: v for k, v in row.items() if not k.endswith(("_json", "_iso"))})
+
+
+def test_encode_plan_matches_row_hash_and_copy_row():
+    """The one-pass COPY encoder (cached JSON fragments, no row dicts) hashes exactly what
+    EventStore._row hashes and writes exactly copy_row's bytes, for varied and repeated values."""
+    from datetime import timedelta, timezone
+
+    from loomos.loomdb import backend_postgres as P
+    from loomos.loomdb.store import EventStore
+
+    plus2 = timezone(timedelta(hours=2))
+    events = []
+    for i in range(40):
+        events.append(
+            NewEvent(
+                event_type="custom.thing" if i % 2 else "job.log",
+                stream_id=f"s-{i % 3}",
+                occurred_at=datetime(2024, 5, 6, 7, 8, 9, i, tzinfo=plus2 if i % 3 else UTC),
+                correlation_id='c"\u00e9' if i % 4 == 0 else None,
+                causation_id="x\n" if i % 5 == 0 else None,
+                context={"user_id": "ü" if i % 2 else None, "cost_center": "cc\\"},
+                security={"roles": ["a", f"b{i % 2}"], "access_level": "x" if i % 3 else None},
+                tags=["t1"] if i % 2 else [],
+                priority="critical" if i % 7 == 0 else "normal",
+                data={"n": 2**60 + i, "f": 3.0, "s": 'ü"', "l": [1.5, None]},
+                metadata={"m": i} if i % 2 else {},
+                retention_days=30 if i % 6 == 0 else None,
+            )
+        )
+    for i, ts in enumerate(
+        [
+            datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=plus2),
+            datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+            datetime(2100, 2, 28, 23, 59, 59, tzinfo=UTC),
+        ]
+    ):
+        events[i] = events[i].model_copy(update={"occurred_at": ts})
+    now = datetime.now(UTC)
+    plan = [(e, "1.0.0" if i % 2 else None, 100 + i, i + 1) for i, e in enumerate(events)]
+    chunks: list[bytes] = []
+    last = P.encode_plan(plan, now, H.iso(now), "ab" * 32, 500, chunks.append)
+    prev, rows = "ab" * 32, []
+    for e, v, p, sv in plan:
+        row = EventStore._row(e, v, p, sv, now, H.iso(now), prev)
+        assert row["hash"] == H.event_hash(row)
+        rows.append(row)
+        prev = row["hash"]
+    assert last == prev
+    assert b"".join(chunks) == P.copy_data(rows)
+    assert len(chunks) > 2
