@@ -278,6 +278,21 @@ def _signal_all(pids: set[int], sig: signal.Signals) -> None:
             pass
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[:1] != [b"Z"]  # a zombie has already exited
+
+
+async def _wait_gone(pids: set[int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 def _oom_kill_count() -> int | None:
     """The kernel's count of OOM kills for this cgroup (v2 or v1) or host-wide; None if unknown."""
     candidates: list[Path] = []
@@ -545,6 +560,9 @@ class TrainingActivities:
             if leftovers:
                 log.warning("killing processes left behind by the attempt", pids=sorted(leftovers))
                 _signal_all(leftovers, signal.SIGKILL)
+                # SIGKILL is delivered asynchronously: return only once they are gone, so a
+                # finished attempt never overlaps the next one on this node's slots.
+                await _wait_gone(leftovers, timeout_s=5.0)
 
         reader.poll()
         progress.exit_code = proc.returncode
