@@ -22,7 +22,7 @@ from loomos.config import Settings, load_settings
 from loomos.models import JobState
 from loomos.progress import follow_job, loss_of, styled_state
 from loomos.spec import load_spec
-from loomos.stack import LocalStack, StackError, StackLayout, free_port, stop_on_signals
+from loomos.stack import LocalStack, StackError, StackLayout, free_port, free_ports, stop_on_signals
 
 DEMO_SPEC = Path("examples") / "ddp-demo.yaml"
 DEMO_NODE_ID = "demo-node"
@@ -32,7 +32,8 @@ def demo_settings(base: Settings, state_dir: Path) -> Settings:
     """The configured settings, moved onto free ports and the demo's own state folder."""
     data = base.model_dump()
     host = base.temporal.host
-    data["temporal"].update(address=f"{host}:{free_port(host)}", ui_port=free_port(host), db_file=None)
+    temporal_port, ui_port = free_ports(2, host)
+    data["temporal"].update(address=f"{host}:{temporal_port}", ui_port=ui_port, db_file=None)
     data["api"].update(host="127.0.0.1", port=free_port())
     data["loomdb"]["url"] = f"sqlite:///{(state_dir / 'loomdb.sqlite').resolve()}"
     data["checkpoints"]["root"] = str((state_dir / "checkpoints").resolve())

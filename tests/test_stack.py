@@ -26,7 +26,7 @@ from loomos.binaries import temporal_cli
 from loomos.cli import app
 from loomos.client import LoomOSClient
 from loomos.models import JobState
-from loomos.stack import free_port
+from loomos.stack import free_port, free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -35,13 +35,14 @@ runner = CliRunner()
 def stack_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for a stack of its own: free ports, state under tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOMOS_", "TEMPORAL_"))}
+    temporal_port, ui_port, api_port = free_ports(3)
     env.update(
         {
             "LOOMOS_CONFIG": str(REPO / "temporal-dev.yaml"),
-            "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-            "LOOMOS_TEMPORAL_UI_PORT": str(free_port()),
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+            "LOOMOS_TEMPORAL_UI_PORT": str(ui_port),
             "LOOMOS_TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-            "LOOMOS_API_PORT": str(free_port()),
+            "LOOMOS_API_PORT": str(api_port),
             "LOOMOS_DB_URL": f"sqlite:///{tmp_path / 'loomdb.sqlite'}",
             "LOOMOS_CHECKPOINT_ROOT": str(tmp_path / "checkpoints"),
             "LOOMOS_LOG_ROOT": str(tmp_path / "logs"),
@@ -215,13 +216,13 @@ def dev_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield stack_env(tmp_path)
 
 
-def small_job(tmp_path: Path) -> Path:
-    spec = tmp_path / "small.yaml"
+def small_job(tmp_path: Path, steps: int = 30, interval: int = 3) -> Path:
+    spec = tmp_path / f"small-{steps}.yaml"
     spec.write_text(
         f"name: stack-small\nentrypoint: {REPO / 'examples' / 'ddp_demo.py'}\n"
-        'args: ["--steps", "30", "--print-every", "10", "--step-sleep", "0.1"]\n'
+        f'args: ["--steps", "{steps}", "--print-every", "10", "--step-sleep", "0.1"]\n'
         "resources: {gpu_count: 2}\nuser: ada\nteam: vision\npriority: 70\n"
-        "checkpoint_config: {enabled: true, interval_steps: 3}\n"
+        f"checkpoint_config: {{enabled: true, interval_steps: {interval}}}\n"
     )
     return spec
 
@@ -261,6 +262,21 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
         assert final.state == JobState.SUCCEEDED, final.error
         assert final.step == 30 and final.last_checkpoint is not None
         assert len(set(live)) >= 2, f"progress seen while running: {live}"
+
+        # Cancel means: SIGTERM, the script checkpoints where it is, CANCELLED with that checkpoint.
+        with LoomOSClient(endpoint) as client:
+            stopped_id = client.submit(small_job(tmp_path, steps=2000, interval=1000)).job_id
+            deadline = time.monotonic() + 90
+            while (client.get(stopped_id).step or 0) < 5:
+                assert time.monotonic() < deadline, client.get(stopped_id)
+                time.sleep(0.2)
+            client.cancel(stopped_id)
+            cancelled = client.wait(stopped_id, timeout=90)
+        assert cancelled.state == JobState.CANCELLED, cancelled.error
+        ckpt = cancelled.last_checkpoint
+        # No periodic checkpoint is due before step 1000: this one was written on SIGTERM.
+        assert ckpt is not None and 5 <= ckpt.step < 1000 and ckpt.step == cancelled.step, cancelled
+        assert cancelled.attempts[-1].outcome == "cancelled"
 
         # What an operator runs: the job, with LoomOS's search attributes, found by query.
         deadline = time.monotonic() + 20
