@@ -10,8 +10,9 @@ Figures:
   plain executemany (SQLite) into a table of the same shape and indexes, same batches, same run;
 - batch_ratio = batch_append_eps / raw_copy_eps;
 - single_append_eps: one event per append() call, each call returning after its commit, from
-  --writers concurrent threads (default 16); single_append_eps_1_writer: the same from one
-  thread, which is bounded by the disk's fsync latency (every commit waits for it);
+  --writers concurrent threads (default 64, named in single_append_writers);
+  single_append_eps_16_writers and single_append_eps_1_writer: the same from 16 threads and
+  from one, which is bounded by the disk's fsync latency (every commit waits for it);
 - query_p99_ms: type + time range (a tenth of the events) + one nested data filter, limit 100,
   over >= --query-events events (default 1,000,000, also with --quick; appended through
   append_many, except with --quick, where the bulk is generated in SQL: see sql_fill; the
@@ -321,7 +322,7 @@ def main() -> None:
     )
     ap.add_argument("--query-events", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=5000)
-    ap.add_argument("--writers", type=int, default=16, help="threads for single_append_eps")
+    ap.add_argument("--writers", type=int, default=64, help="threads for single_append_eps")
     args = ap.parse_args()
     batch_n = 50_000 if args.quick else 200_000
     single_n = 2_000 if args.quick else 10_000
@@ -349,9 +350,10 @@ def main() -> None:
         log("raw copy of the same rows")
         result["raw_copy_eps"] = round(raw_copy(store, first, batch_n, args.batch_size))
         result["batch_ratio"] = round(result["batch_append_eps"] / result["raw_copy_eps"], 3)
-        log(f"single appends: {single_n} from {args.writers} writers, then {single_n // 4} from one")
+        log(f"single appends: {single_n} from {args.writers} writers and from 16, {single_n // 4} from one")
         result["single_append_eps"] = round(single_appends(store, single_n, args.writers))
         result["single_append_writers"] = args.writers
+        result["single_append_eps_16_writers"] = round(single_appends(store, single_n, 16))
         result["single_append_eps_1_writer"] = round(single_appends(store, single_n // 4, 1))
         started = datetime.now(UTC)
         need = args.query_events - store.head()[0]

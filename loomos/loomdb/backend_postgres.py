@@ -19,7 +19,14 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from loomos.loomdb.hashchain import EVENT_COLUMNS, hash_text, json_fragment, json_text, string_list_text
+from loomos.loomdb.hashchain import (
+    EVENT_COLUMNS,
+    SCALAR_COLUMNS,
+    hash_text,
+    json_fragment,
+    json_text,
+    string_list_text,
+)
 
 JSON_COLUMNS = frozenset({"roles", "tags", "data", "metadata"})
 COPY_THRESHOLD = 200  # below this, a multi-row INSERT is cheaper than setting up COPY
@@ -192,6 +199,55 @@ def _tags_parts(tags: tuple[str, ...], priority: str) -> tuple[str, bytes]:
     return json_fragment([list(tags), priority]), _jsonb_list(tags) + _text(priority)
 
 
+def _json_insert_sql() -> str:
+    """Small appends (below COPY_THRESHOLD) go in as one jsonb parameter: an array of rows, each
+    the hashed scalar array (hashchain.SCALAR_COLUMNS order) followed by data, metadata and the
+    hash, taken apart by the server. One text parameter instead of 30 adapted values per row;
+    jsonb keeps every value exactly (data and metadata are the same canonical text either way,
+    timestamps have microseconds, text comes back unescaped)."""
+    index = {c: i for i, c in enumerate(SCALAR_COLUMNS)}
+    index |= {
+        "data": len(SCALAR_COLUMNS),
+        "metadata": len(SCALAR_COLUMNS) + 1,
+        "hash": len(SCALAR_COLUMNS) + 2,
+    }
+    casts = {
+        "position": "bigint",
+        "stream_version": "bigint",
+        "event_id": "uuid",
+        "occurred_at": "timestamptz",
+        "recorded_at": "timestamptz",
+        "retention_days": "int",
+    }
+    exprs = []
+    for c in EVENT_COLUMNS:
+        if c in JSON_COLUMNS:
+            exprs.append(f"r -> {index[c]}")
+        elif c in casts:
+            exprs.append(f"(r ->> {index[c]})::{casts[c]}")
+        else:
+            exprs.append(f"r ->> {index[c]}")
+    return (
+        f"INSERT INTO loomdb_events ({', '.join(EVENT_COLUMNS)}) SELECT {', '.join(exprs)} "
+        "FROM jsonb_array_elements(%s::jsonb) AS r"
+    )
+
+
+_INSERT_JSON = _json_insert_sql()
+_SAVE_STREAMS = (
+    "INSERT INTO loomdb_streams (stream_id, version, last_position) "
+    "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
+    "last_position = excluded.last_position"
+)
+_SAVE_HEAD = "UPDATE loomdb_head SET position = %s, hash = %s, recorded_at = %s WHERE id = 1"
+# Stream versions, head and NOTIFY (delivered at commit, only if it commits) in one statement.
+_WRITE_STATE = f"WITH s AS ({_SAVE_STREAMS}), h AS ({_SAVE_HEAD}) SELECT pg_notify(%s, %s)"
+_WRITE_JSON = (
+    f"WITH e AS ({_INSERT_JSON}), s AS ({_SAVE_STREAMS}), h AS ({_SAVE_HEAD}) SELECT pg_notify(%s, %s)"
+)
+
+
 def _iso_second(second: int) -> str:
     """hashchain.iso's text of a UTC time `second` seconds after 2000-01-01, up to the decimal
     point: iso() of that second plus microseconds is this + the six digits + "+00:00"."""
@@ -228,10 +284,19 @@ def gc_paused() -> Any:
                 gc.enable()
 
 
-def encode_plan(plan: Any, recorded: datetime, recorded_iso: str, prev: str, chunk: int, out: Any) -> str:
+def encode_plan(
+    plan: Any,
+    recorded: datetime,
+    recorded_iso: str,
+    prev: str,
+    chunk: int,
+    out: Any,
+    json_rows: list[str] | None = None,
+) -> str:
     """Hash and COPY-encode planned appends ((event, schema_version, position, stream_version)
     in chain order), handing `out` a COPY binary chunk (signature first, trailer last) whenever
-    `chunk` bytes are ready; returns the last hash."""
+    `chunk` bytes are ready; returns the last hash. With `json_rows`, each row goes there as a
+    JSON array instead (see _INSERT_JSON) and `out` is not called."""
     rec_b = _timestamptz(recorded)
     seconds: dict[int, str] = {}  # ISO text of occurred_at up to the seconds, per second
     tail = f'+00:00","{recorded_iso}",'
@@ -282,13 +347,17 @@ def encode_plan(plan: Any, recorded: datetime, recorded_iso: str, prev: str, chu
         x = eid_b.hex()  # str(eid), from the bytes COPY needs anyway
         # json_fragment([position, str(event_id)]) etc.: ints, a UUID's text, ISO times and hex
         # hashes need no JSON escaping, so they are written directly.
-        h = hash_text(
+        head = (
             f'[{int(p)},"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}",{t_json},{s_json},{int(sv)},"'
             f"{occ_prefix}{micro:06d}{tail}"
-            f'{o_json},{c_json},{g_json},{r_json},"{prev}"]',
-            data_json,
-            meta_json,
+            f'{o_json},{c_json},{g_json},{r_json},"{prev}"]'
         )
+        h = hash_text(head, data_json, meta_json)
+        if json_rows is not None:
+            # The hashed scalars, then data, metadata and the hash: one JSON array per row.
+            json_rows.append(f'{head[:-1]},{data_json},{meta_json},"{h}"]')
+            prev = h
+            continue
         h_b = h.encode()
         row = b"".join(
             (
@@ -317,6 +386,8 @@ def encode_plan(plan: Any, recorded: datetime, recorded_iso: str, prev: str, chu
             parts.clear()
             size = 0
         prev, prev_b = h, h_b
+    if json_rows is not None:
+        return prev
     append(_COPY_TRAILER)
     out(b"".join(parts))
     return prev
@@ -393,30 +464,40 @@ class PostgresBackend:
     def read_state(
         self, cur: Any, ids: list[uuid.UUID], stream_ids: list[str]
     ) -> tuple[tuple[int, str, datetime], dict[uuid.UUID, int], dict[str, int]]:
-        """Lock the head, then read which ids exist and the streams' versions: one round trip
-        (pipeline mode); the later statements run after the lock is granted."""
-        conn = cur.connection
-        with conn.pipeline():
-            c_head, c_ids, c_streams = conn.cursor(), conn.cursor(), conn.cursor()
-            c_head.execute("SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE")
-            # One text literal instead of a uuid[] adapted element by element: much cheaper for
-            # large batches, and the ids are UUID objects (no quoting issue).
-            c_ids.execute(
-                "SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s::uuid[])",
-                ("{" + ",".join(map(str, ids)) + "}",),
-            )
-            c_streams.execute(
-                "SELECT stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s)", (stream_ids,)
-            )
-        pos, h, ts = c_head.fetchone()
-        existing = {e: int(p) for e, p in c_ids.fetchall()}
-        versions = {sid: int(v) for sid, v in c_streams.fetchall()}
+        """Lock the head, then read which ids exist and the streams' versions: one round trip.
+        The two statements go as one simple query (values bound client-side, escaped by
+        psycopg); the server runs the second only once the lock is granted, and, as each
+        statement of a READ COMMITTED transaction takes a new snapshot, it sees every append
+        that committed before the lock came free. (Pipeline mode would also need one round trip,
+        but psycopg's pipeline spins on the writable socket while it waits, burning a core.)"""
+        import psycopg
+
+        cc = psycopg.ClientCursor(cur.connection)
+        # One text literal instead of a uuid[] adapted element by element: much cheaper for
+        # large batches, and the ids are UUID objects (no quoting issue). Both lookups in one
+        # statement (stream rows carry a NULL event_id).
+        cc.execute(
+            "SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE; "
+            "SELECT event_id, NULL::text, position FROM loomdb_events "
+            "WHERE event_id = ANY(%s::uuid[]) UNION ALL "
+            "SELECT NULL::uuid, stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s::text[])",
+            ("{" + ",".join(map(str, ids)) + "}", stream_ids),
+        )
+        pos, h, ts = cc.fetchone()
+        cc.nextset()
+        existing: dict[uuid.UUID, int] = {}
+        versions: dict[str, int] = {}
+        for e, sid, n in cc.fetchall():
+            if e is None:
+                versions[sid] = int(n)
+            else:
+                existing[e] = int(n)
         return (int(pos), h, ts), existing, versions
 
     def write(
         self,
         cur: Any,
-        rows: list[dict[str, Any]],
+        rows: list[dict[str, Any]] | str,
         streams: dict[str, tuple[int, int]],
         position: int,
         h: str,
@@ -424,16 +505,36 @@ class PostgresBackend:
         commit: bool,
     ) -> None:
         """Rows, stream versions, head and NOTIFY (and the commit) in one round trip, after a
-        COPY for large batches (COPY cannot run in pipeline mode)."""
+        COPY for large batches (COPY cannot run in a multi-statement query)."""
         conn = cur.connection
-        if len(rows) >= COPY_THRESHOLD:
+        if not isinstance(rows, str) and len(rows) >= COPY_THRESHOLD:
             self._copy(cur, rows)
+        ids = list(streams)
+        state = (
+            ids,
+            [streams[s][0] for s in ids],
+            [streams[s][1] for s in ids],
+            position,
+            h,
+            recorded_at,
+            self.channel,
+            str(position),
+        )
+        if isinstance(rows, str) or not rows:
+            import psycopg
+
+            # plan_rows's payload (or rows already copied): rows, stream versions, head and
+            # NOTIFY in one statement (data-modifying CTEs all run; each writes its own table),
+            # then COMMIT, sent as one simple query: one round trip, no pipeline (see read_state).
+            # COMMIT returns once the commit is flushed; if the statement fails, the server skips
+            # the COMMIT and the caller rolls back.
+            sql, params = (_WRITE_JSON, (rows, *state)) if rows else (_WRITE_STATE, state)
+            psycopg.ClientCursor(conn).execute(sql + ("; COMMIT" if commit else ""), params)
+            return
         with conn.pipeline():
-            if rows and len(rows) < COPY_THRESHOLD:
+            if len(rows) < COPY_THRESHOLD:
                 self._insert(cur, rows)
-            self.save_streams(cur, streams)
-            self.save_head(cur, position, h, recorded_at)
-            self.notify(cur, position)
+            cur.execute(_WRITE_STATE, state)
             if commit:
                 conn.commit()
 
@@ -507,6 +608,13 @@ class PostgresBackend:
     stream_threshold = COPY_THRESHOLD
     STREAM_CHUNK = 64 * 1024
 
+    def plan_rows(self, plan: Any, recorded: datetime, recorded_iso: str, prev: str) -> tuple[str, str]:
+        """Hash planned appends into the JSON parameter of _INSERT_JSON; returns it and the last
+        hash."""
+        rows: list[str] = []
+        last = encode_plan(plan, recorded, recorded_iso, prev, 0, None, rows)
+        return "[" + ",".join(rows) + "]", last
+
     def stream_plan(self, cur: Any, plan: Any, recorded: datetime, recorded_iso: str, prev: str) -> str:
         """COPY planned appends while they are being hashed and encoded (encode_plan): each
         chunk is sent as soon as it is ready, so the server inserts (and indexes) one chunk while
@@ -534,19 +642,10 @@ class PostgresBackend:
 
     def save_streams(self, cur: Any, streams: dict[str, tuple[int, int]]) -> None:
         ids = list(streams)
-        cur.execute(
-            "INSERT INTO loomdb_streams (stream_id, version, last_position) "
-            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) "
-            "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
-            "last_position = excluded.last_position",
-            (ids, [streams[s][0] for s in ids], [streams[s][1] for s in ids]),
-        )
+        cur.execute(_SAVE_STREAMS, (ids, [streams[s][0] for s in ids], [streams[s][1] for s in ids]))
 
     def save_head(self, cur: Any, position: int, h: str, recorded_at: datetime) -> None:
-        cur.execute(
-            "UPDATE loomdb_head SET position = %s, hash = %s, recorded_at = %s WHERE id = 1",
-            (position, h, recorded_at),
-        )
+        cur.execute(_SAVE_HEAD, (position, h, recorded_at))
 
     def notify(self, cur: Any, position: int) -> None:
         # Delivered at commit, only if the transaction commits: a wake-up, never the data.

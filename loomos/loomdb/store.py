@@ -20,7 +20,7 @@ import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -159,9 +159,13 @@ class EventStore:
             self.schema_name = "main"
         self.schemas: SchemaRegistry = builtin_registry()
         self._load_schemas()
-        self._group_cond = threading.Condition()
+        self._group_lock = threading.Lock()
         self._group_queue: list[_AppendRequest] = []
-        self._group_busy = False
+        self._groups_in_flight = 0
+        # Postgres: a second group's transaction waits on the chain-head lock while the first
+        # one's commit is flushed, so the next commit starts the moment the lock is released.
+        # SQLite has one writer at a time anyway.
+        self._max_groups_in_flight = 2 if self.backend.name == "postgresql" else 1
 
     @property
     def dialect(self) -> str:
@@ -359,28 +363,50 @@ class EventStore:
     def _append_validated(
         self, items: list[NewEvent], versions: list[str | None], expected_version: int | None
     ) -> list[int]:
-        """Group commit: concurrent callers queue their appends; whoever finds no commit in
-        progress takes the whole queue and writes it in one transaction. With serialised writers
-        a commit's fsync would otherwise cap throughput at one append per fsync, whatever the
-        number of writers. Each caller still returns only after its own events are committed,
-        and each request keeps its own idempotency and expected-version check."""
+        """Group commit: concurrent callers queue their appends; a caller that finds fewer than
+        `_max_groups_in_flight` groups being committed takes the whole queue and writes it in one
+        transaction. With serialised writers a commit's fsync would otherwise cap throughput at
+        one append per fsync, whatever the number of writers. Each caller still returns only
+        after its own events are committed, and each request keeps its own idempotency and
+        expected-version check.
+
+        Two groups may be in flight on Postgres: the second one's transaction queues on the
+        chain-head row lock (in the database) while the first one's commit is flushed, and reads
+        the head, the existing ids and the stream versions only once the first has committed
+        (each statement of a READ COMMITTED transaction sees what committed before it started),
+        exactly like two processes appending to one database. Positions, the hash chain and
+        the checks therefore stay as serial as with one group at a time.
+
+        A finished group's leader wakes only its own group's callers, and hands the queue that
+        built up meanwhile to one of its callers, who becomes the next leader."""
         req = _AppendRequest(items, versions, expected_version)
-        with self._group_cond:
+        with self._group_lock:
             self._group_queue.append(req)
-            while not req.done:
-                if not self._group_busy:
-                    self._group_busy = True
-                    group, self._group_queue = self._group_queue, []
-                    break
-                self._group_cond.wait()
+            if self._groups_in_flight < self._max_groups_in_flight:
+                self._groups_in_flight += 1
+                group, self._group_queue = self._group_queue, []
             else:
+                group = None
+        if group is None:
+            req.wake.wait()
+            if req.group is None:
                 return req.outcome()
+            group = req.group  # promoted: lead the queue handed over
+        nxt: _AppendRequest | None = None
         try:
             self._commit_group(group)
         finally:
-            with self._group_cond:
-                self._group_busy = False
-                self._group_cond.notify_all()
+            with self._group_lock:
+                if self._group_queue:
+                    nxt = self._group_queue[0]
+                    nxt.group, self._group_queue = self._group_queue, []
+                else:
+                    self._groups_in_flight -= 1
+            for r in group:
+                if r is not req:
+                    r.wake.set()
+            if nxt is not None:
+                nxt.wake.set()
         return req.outcome()
 
     def _commit_group(self, group: list[_AppendRequest]) -> None:
@@ -459,7 +485,9 @@ class EventStore:
         b.ensure_partitions(cur, [{"recorded_at": recorded}])
         if len(plan) >= getattr(b, "stream_threshold", len(plan) + 1):
             prev = b.stream_plan(cur, plan, recorded, recorded_iso, prev)
-            rows: list[dict[str, Any]] = []
+            rows: Any = []
+        elif hasattr(b, "plan_rows"):
+            rows, prev = b.plan_rows(plan, recorded, recorded_iso, prev)
         else:
             rows = list(build())
         b.write(cur, rows, stream_state, pos, prev, recorded, commit)
@@ -824,6 +852,9 @@ class _AppendRequest:
     result: list[int] | None = None
     error: BaseException | None = None
     done: bool = False
+    # Group commit: set when the request is done, or when `group` hands it the lead.
+    wake: threading.Event = field(default_factory=threading.Event)
+    group: list[_AppendRequest] | None = None
 
     def outcome(self) -> list[int]:
         if self.error is not None:

@@ -51,12 +51,12 @@ def test_a_writer_cannot_overtake_an_uncommitted_append(store, store_url):
     original = store.backend.write
     calls = []
 
-    def slow_write(cur, rows, *args):
-        calls.append(rows[0]["position"])
+    def slow_write(cur, rows, streams, position, *args):
+        calls.append(position)  # the head position the write moves to
         if len(calls) == 1:
             inside.set()
             release.wait(10)
-        return original(cur, rows, *args)
+        return original(cur, rows, streams, position, *args)
 
     store.backend.write = slow_write
     first = threading.Thread(target=store.append, args=(ev(1, "a"),))
