@@ -7,12 +7,9 @@ Commits NOTIFY a per-schema channel that live subscribers LISTEN on.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import operator
 import struct
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -254,34 +251,6 @@ def _iso_second(second: int) -> str:
     text = (_PG_EPOCH + timedelta(seconds=second)).isoformat(timespec="microseconds")
     assert text.endswith(".000000+00:00")
     return text[:-12]
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_resume = False
-
-
-@contextlib.contextmanager
-def gc_paused() -> Any:
-    """No cyclic garbage collection while a batch is encoded. The loop makes no reference
-    cycles (its strings, bytes and tuples are freed by reference counting), yet its
-    allocations keep triggering collections that traverse every live object the application
-    holds: with 50k events in memory that was a quarter of the encoding time. Collection is
-    only postponed (to the end of the batch), and resumes when the last concurrent encoder
-    finishes, unless it was off before the first one started."""
-    global _gc_pausers, _gc_resume
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_resume = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_resume:
-                gc.enable()
 
 
 def encode_plan(
@@ -619,7 +588,7 @@ class PostgresBackend:
         """COPY planned appends while they are being hashed and encoded (encode_plan): each
         chunk is sent as soon as it is ready, so the server inserts (and indexes) one chunk while
         Python encodes the next, instead of the two taking turns. Returns the last hash."""
-        with cur.copy(_COPY_SQL) as copy, gc_paused():
+        with cur.copy(_COPY_SQL) as copy:
             return encode_plan(plan, recorded, recorded_iso, prev, self.STREAM_CHUNK, copy.write)
 
     def _copy(self, cur: Any, rows: list[dict[str, Any]]) -> None:

@@ -44,6 +44,7 @@ from loomos.loomdb.events import (
     SecurityContext,
     utcnow,
 )
+from loomos.loomdb.gcpause import GC_PAUSE_MIN, gc_paused
 from loomos.loomdb.hashchain import EVENT_COLUMNS, ChainWalker, VerifyReport, hash_values, iso, json_text
 from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
@@ -321,6 +322,14 @@ class EventStore:
         """
         if not events:
             return []
+        if len(events) < GC_PAUSE_MIN:
+            return self._append_many(events, expected_version)
+        with gc_paused():
+            return self._append_many(events, expected_version)
+
+    def _append_many(
+        self, events: Sequence[NewEvent | dict[str, Any]], expected_version: int | None
+    ) -> list[int]:
         items = [self._coerce(e, i, len(events)) for i, e in enumerate(events)]
         if expected_version is not None:
             if expected_version < 0:

@@ -353,3 +353,36 @@ def test_small_batches_round_trip(store):
     for e in events:
         assert stored[e.event_id].model_dump(include=set(NewEvent.model_fields)) == e.model_dump()
     assert store.verify().ok
+
+
+def test_gc_pause_is_contained(store):
+    """A large append postpones cyclic GC only while it runs (nested pauses too), and leaves it
+    off if it was off before."""
+    import gc
+
+    from loomos.loomdb.gcpause import GC_PAUSE_MIN, gc_paused
+
+    seen = []
+    original = store._append_validated
+
+    def spy(*args):
+        seen.append(gc.isenabled())
+        return original(*args)
+
+    store._append_validated = spy
+    assert gc.isenabled()
+    store.append_many([_varied(i) for i in range(GC_PAUSE_MIN)])
+    store.append_many([_varied(i) for i in range(1000, 1005)])
+    assert seen == [False, True] and gc.isenabled()
+    with gc_paused():
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
