@@ -36,7 +36,9 @@ from temporalio.exceptions import ApplicationError
 from loomos import train as contract
 from loomos.config import Settings
 from loomos.models import (
+    CHECKPOINTS_SAVED_SIGNAL,
     CheckpointRef,
+    CheckpointsSaved,
     FailureKind,
     LogsRequest,
     LogsResult,
@@ -64,6 +66,9 @@ PROCESS_POLL_S = 0.1
 # before they are killed; capped by the node's cancel grace.
 STRAGGLER_GRACE_S = 10.0
 HEARTBEAT_EVERY_S = 0.5
+# The job workflow hears of new checkpoints at once, then at most this often (each notice is a
+# signal in its history, and a days-long job must stay far below Temporal's history limits).
+CHECKPOINT_NOTICE_EVERY_S = 60.0
 TAIL_LINES = 20
 TAIL_SCAN_BYTES = 256 * 1024
 # Heartbeats and results must stay small (Temporal warns at 256 KB): keep the newest entries.
@@ -99,6 +104,53 @@ def attempt_progress_path(logs_root: str | Path, job_id: str, attempt: int, node
 
 
 # --- the progress channel, read side --------------------------------------------------------
+
+
+class CheckpointNotifier:
+    """Tells the job workflow about checkpoints as rank 0 writes them (signal `checkpoints_saved`).
+
+    Best effort: a notice that cannot be delivered is logged and training goes on; what the
+    workflow missed still reaches it with the attempt's result.
+    """
+
+    def __init__(self, req: TrainingRequest, node_id: str, log: Any) -> None:
+        self.req = req
+        self.node_id = node_id
+        self.log = log
+        self.sent: set[int] = set()
+        self._last_sent = -math.inf
+        self._tasks: set[asyncio.Task[None]] = set()
+        try:
+            self._handle: Any = activity.client().get_workflow_handle(req.workflow_id)
+        except RuntimeError:  # run outside a worker (a test's ActivityEnvironment without a client)
+            self._handle = None
+
+    def poll(self, progress: TrainingProgress, force: bool = False) -> None:
+        if self._handle is None or self.req.node_rank != 0:  # only rank 0's node writes them
+            return
+        now = time.monotonic()
+        if not force and now - self._last_sent < CHECKPOINT_NOTICE_EVERY_S:
+            return
+        new = [c for c in progress.checkpoints if c.step not in self.sent]
+        if not new:
+            return
+        self.sent.update(c.step for c in new)
+        self._last_sent = now
+        notice = CheckpointsSaved(attempt=self.req.attempt, node_id=self.node_id, checkpoints=new)
+        task = asyncio.create_task(self._send(notice))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, notice: CheckpointsSaved) -> None:
+        try:
+            await self._handle.signal(CHECKPOINTS_SAVED_SIGNAL, notice)
+        except Exception as err:
+            self.log.warning("checkpoint notice not delivered", error=str(err))
+
+    def close(self) -> None:
+        """Drop notices still in flight: the attempt's result carries every checkpoint anyway."""
+        for task in self._tasks:
+            task.cancel()
 
 
 @dataclass
@@ -520,6 +572,7 @@ class TrainingActivities:
             ) from None
         log.info("training started", pid=proc.pid, log_path=str(log_path), checkpoint_dir=ckpt_dir)
         reader = ProgressReader(progress_path, progress)
+        notifier = CheckpointNotifier(req, self.node_id, log)
 
         watcher = LauncherFailureWatcher(log_path, run_start, proc.pid)
         straggler_grace = min(STRAGGLER_GRACE_S, self.settings.node.cancel_grace_s)
@@ -532,6 +585,7 @@ class TrainingActivities:
                 if now - last_beat >= HEARTBEAT_EVERY_S:
                     reader.poll()
                     activity.heartbeat(progress.model_copy())
+                    notifier.poll(progress)
                     last_beat = now
                     if failure_seen_at is None and watcher.poll():
                         failure_seen_at = now
@@ -556,6 +610,7 @@ class TrainingActivities:
             await self._stop_uncancellable(proc, token, log)
             raise
         finally:
+            notifier.close()
             leftovers = await asyncio.to_thread(attempt_processes, token)
             if leftovers:
                 log.warning("killing processes left behind by the attempt", pids=sorted(leftovers))

@@ -216,6 +216,21 @@ class TrainingProgress(BaseModel):
     updated_at: datetime | None = None
 
 
+class CheckpointsSaved(BaseModel):
+    """Signal `checkpoints_saved` to a job workflow: checkpoints an attempt's rank 0 wrote.
+
+    Sent by the training activity while the attempt runs, so the audit trail and the job's
+    status learn of each checkpoint then, not only when the attempt ends.
+    """
+
+    attempt: int = Field(ge=1)
+    node_id: str | None = None
+    checkpoints: list[CheckpointRef]
+
+
+CHECKPOINTS_SAVED_SIGNAL = "checkpoints_saved"
+
+
 # --- job status -----------------------------------------------------------------------------
 
 

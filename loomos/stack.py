@@ -135,7 +135,9 @@ def listening_ports(settings: Settings) -> list[tuple[str, str, int]]:
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        # No SO_REUSEADDR: a port some process listens on must read as taken.
+        # SO_REUSEADDR, as the servers themselves bind: on Linux a listening socket still makes
+        # the bind fail, while connections of a stopped server lingering in TIME_WAIT do not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

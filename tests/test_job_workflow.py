@@ -27,9 +27,11 @@ from activities.scheduling import announce_node, request_placement
 from loomos import search_attributes as sa
 from loomos.binaries import temporal_test_server
 from loomos.models import (
+    CHECKPOINTS_SAVED_SIGNAL,
     CONTROL_TASK_QUEUE,
     AuditBatch,
     CheckpointRef,
+    CheckpointsSaved,
     FailureKind,
     JobResult,
     JobState,
@@ -446,3 +448,45 @@ async def test_node_lost_moves_to_another_node(harness) -> None:
     assert lost[nodes[0].info.node_id] is False
     await keep_history(handle, "job-node-lost")
     await keep_history(h.client.get_workflow_handle(scheduler_workflow_id(h.pool)), "scheduler")
+
+
+async def test_checkpoints_are_audited_while_the_attempt_runs(harness) -> None:
+    """Checkpoint notices from the node reach the audit trail and the status during the attempt,
+    and the attempt's result does not record them a second time."""
+    h, nodes = harness
+    ckpts = [CheckpointRef(step=s, uri=f"file:///c/{s}") for s in (10, 20)]
+    seen_live: list[JobStatus] = []
+    audited_live: list[int] = []
+
+    async def train_and_notify(req: TrainingRequest):
+        handle = activity.client().get_workflow_handle(req.workflow_id)
+        await handle.signal(
+            CHECKPOINTS_SAVED_SIGNAL, CheckpointsSaved(attempt=req.attempt, checkpoints=ckpts)
+        )
+        for _ in range(200):  # the audit trail has them before the attempt is over
+            if h.events().count("model.training.checkpoint") == 2:
+                break
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        audited_live.append(h.events().count("model.training.checkpoint"))
+        seen_live.append(await handle.query("status", result_type=JobStatus))
+        # A notice for another attempt is stale and ignored.
+        await handle.signal(
+            CHECKPOINTS_SAVED_SIGNAL,
+            CheckpointsSaved(attempt=req.attempt + 5, checkpoints=[CheckpointRef(step=99, uri="file:///x")]),
+        )
+        return TrainingProgress(attempt=req.attempt, step=25, last_checkpoint=ckpts[-1], checkpoints=ckpts)
+
+    for n in nodes:
+        n.script = train_and_notify
+    _, handle = await submit(h, make_spec(h.pool))
+    result: JobResult = await handle.result()
+    assert result.state == JobState.SUCCEEDED
+    assert audited_live == [2], "checkpoints must be audited while the attempt runs"
+    assert seen_live and seen_live[0].state == JobState.RUNNING
+    assert seen_live[0].last_checkpoint is not None and seen_live[0].last_checkpoint.step == 20
+    events = h.events()
+    assert events.count("model.training.checkpoint") == 2, events
+    assert events[-1] == "job.succeeded"
+    steps = [e.data["step"] for b in h.audit for e in b.events if e.event_type == "model.training.checkpoint"]
+    assert steps == [10, 20]

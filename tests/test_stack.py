@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -227,6 +228,15 @@ def small_job(tmp_path: Path, steps: int = 30, interval: int = 3) -> Path:
     return spec
 
 
+def checkpoint_events(endpoint: str, job_id: str) -> list[dict]:
+    r = httpx.get(
+        f"{endpoint}/api/v1/events",
+        params={"event_type": "model.training.checkpoint", "stream_id": f"job-{job_id}", "limit": 1000},
+    )
+    r.raise_for_status()
+    return r.json()["events"]
+
+
 def temporal_list(env: dict[str, str], query: str) -> list[dict]:
     out = subprocess.run(
         [temporal_cli(), "workflow", "list", "--address", env["TEMPORAL_ADDRESS"], "--query", query,
@@ -265,17 +275,22 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
 
         # Cancel means: SIGTERM, the script checkpoints where it is, CANCELLED with that checkpoint.
         with LoomOSClient(endpoint) as client:
-            stopped_id = client.submit(small_job(tmp_path, steps=2000, interval=1000)).job_id
+            stopped_id = client.submit(small_job(tmp_path, steps=2000, interval=5)).job_id
+            # The step-5 checkpoint reaches LoomDB while the job trains (the node's notice).
             deadline = time.monotonic() + 90
-            while (client.get(stopped_id).step or 0) < 5:
+            while not (audited := checkpoint_events(endpoint, stopped_id)):
                 assert time.monotonic() < deadline, client.get(stopped_id)
                 time.sleep(0.2)
+            assert audited[0]["data"]["step"] == 5
+            assert client.get(stopped_id).state == JobState.RUNNING
             client.cancel(stopped_id)
             cancelled = client.wait(stopped_id, timeout=90)
         assert cancelled.state == JobState.CANCELLED, cancelled.error
         ckpt = cancelled.last_checkpoint
-        # No periodic checkpoint is due before step 1000: this one was written on SIGTERM.
-        assert ckpt is not None and 5 <= ckpt.step < 1000 and ckpt.step == cancelled.step, cancelled
+        # Written on SIGTERM, at the step the job stopped at.
+        assert ckpt is not None and ckpt.step >= 5 and ckpt.step == cancelled.step, cancelled
+        steps = [e["data"]["step"] for e in checkpoint_events(endpoint, stopped_id)]
+        assert steps == sorted(set(steps)) and ckpt.step in steps, steps  # each once, the stop one too
         assert cancelled.attempts[-1].outcome == "cancelled"
 
         # What an operator runs: the job, with LoomOS's search attributes, found by query.

@@ -33,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
         AttemptSummary,
         AuditBatch,
         AuditEvent,
+        CheckpointRef,
+        CheckpointsSaved,
         FailureKind,
         JobResult,
         JobState,
@@ -58,6 +60,8 @@ CONTROL_ACTIVITY = dict(
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)),
 )
 MULTINODE_BASE_PORT = 29500
+# Behaviour added after histories were recorded: old histories replay without it.
+LIVE_CHECKPOINT_AUDIT = "live-checkpoint-audit"
 
 
 class AttemptFailed(Exception):
@@ -99,6 +103,9 @@ class JobWorkflow:
         # What the master node recorded when this attempt's training was stopped (cancel, the
         # runtime limit, a failed peer); None while it runs or when it ended by itself.
         self._stop_progress: TrainingProgress | None = None
+        # (attempt, step) of the checkpoints already in the audit trail: a checkpoint is heard of
+        # while the attempt runs and again in its result, and must be recorded once.
+        self._checkpoints_audited: set[tuple[int, int]] = set()
 
     # --- the lifecycle -----------------------------------------------------------------------
 
@@ -223,6 +230,9 @@ class JobWorkflow:
             )
             for rank, node in enumerate(placement.nodes)
         ]
+        auditor = None
+        if workflow.patched(LIVE_CHECKPOINT_AUDIT):
+            auditor = asyncio.create_task(self._audit_while_running(lambda: all(t.done() for t in tasks)))
         try:
             done, pending = await workflow.wait(
                 tasks, timeout=remaining.total_seconds(), return_when=asyncio.FIRST_EXCEPTION
@@ -246,9 +256,19 @@ class JobWorkflow:
                     t.cancel()
             if any(not t.done() for t in tasks):
                 await workflow.wait(tasks)
+            if auditor is not None:
+                await auditor
             self._runtime_used += workflow.now() - started
             if _stopped_by_cancel(tasks[0]):
                 await self._read_stop_progress(placement)
+
+    async def _audit_while_running(self, attempt_over: Any) -> None:
+        """Record what arrives during an attempt (checkpoint notices) as it arrives."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._audit_pending) or attempt_over())
+            if attempt_over():
+                return  # _end_attempt flushes the rest
+            await self._flush_audit()
 
     async def _read_stop_progress(self, placement: Placement) -> None:
         """Learn the checkpoint a stopped attempt wrote on SIGTERM.
@@ -345,9 +365,7 @@ class JobWorkflow:
             summary.resumed_from_step = progress.resumed_from_step
             summary.last_step = progress.step
             for ckpt in progress.checkpoints:
-                self._audit(
-                    "model.training.checkpoint", attempt=self.status.attempt, **ckpt.model_dump(mode="json")
-                )
+                self._audit_checkpoint(self.status.attempt, ckpt)
         await self._signal_scheduler(
             "release", ReleaseRequest(job_id=self.job.job_id, attempt=self.status.attempt)
         )
@@ -383,6 +401,17 @@ class JobWorkflow:
     def placement_decided(self, decision: PlacementDecision) -> None:
         if decision.attempt == self.status.attempt:
             self._decision = decision
+
+    @workflow.signal(name="checkpoints_saved")
+    def checkpoints_saved(self, saved: CheckpointsSaved) -> None:
+        """The running attempt's rank 0 wrote checkpoints (sent by the training activity)."""
+        if saved.attempt != self.status.attempt or not saved.checkpoints:
+            return
+        for ckpt in saved.checkpoints:
+            self._audit_checkpoint(saved.attempt, ckpt)
+        newest = max(saved.checkpoints, key=lambda c: c.step)
+        if self.status.last_checkpoint is None or newest.step >= self.status.last_checkpoint.step:
+            self.status.last_checkpoint = newest
 
     @workflow.query(name="status")
     def get_status(self) -> JobStatus:
@@ -422,6 +451,12 @@ class JobWorkflow:
             self.status.last_checkpoint = progress.last_checkpoint
         if progress.resumed_from_step is not None:
             self.status.resumed_from_step = progress.resumed_from_step
+
+    def _audit_checkpoint(self, attempt: int, ckpt: CheckpointRef) -> None:
+        if (attempt, ckpt.step) in self._checkpoints_audited:
+            return
+        self._checkpoints_audited.add((attempt, ckpt.step))
+        self._audit("model.training.checkpoint", attempt=attempt, **ckpt.model_dump(mode="json"))
 
     def _audit(self, event_type: str, **data: Any) -> None:
         self._audit_seq += 1
