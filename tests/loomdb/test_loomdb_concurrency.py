@@ -106,6 +106,43 @@ def test_concurrent_appends_share_commits_and_keep_their_own_checks(store):
     assert store.verify().ok
 
 
+def test_groups_in_flight_keep_ids_and_versions_serial(store):
+    """With two group commits in flight, the second reads ids and stream versions only after
+    the first committed: one event id raced by many threads is stored once (all get its
+    position), and optimistic writers retrying on one stream never both win a version."""
+    from loomos.loomdb.errors import ConcurrencyError
+
+    shared = ev(0, "shared")
+    got: list[int] = []
+    wins: list[int] = []
+
+    def racer(i: int) -> None:
+        got.append(store.append(shared))
+        for _ in range(3):
+            while True:
+                version = store.stream_version("cas")
+                try:
+                    store.append(ev(1000 + i, "cas"), expected_version=version)
+                except ConcurrencyError:
+                    continue
+                wins.append(version + 1)
+                break
+            i += 100
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 1
+    assert sorted(wins) == list(range(1, 37))
+    stored = store.read(0, limit=10_000)
+    assert [e.position for e in stored] == list(range(1, len(stored) + 1))
+    assert sum(e.event_id == shared.event_id for e in stored) == 1
+    assert sorted(e.stream_version for e in stored if e.stream_id == "cas") == list(range(1, 37))
+    assert store.verify().ok
+
+
 def test_many_concurrent_writers_and_a_naive_tailing_reader(store):
     writers, per_writer = 6, 40
     done = threading.Event()
