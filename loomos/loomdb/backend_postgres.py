@@ -443,14 +443,15 @@ class PostgresBackend:
 
         cc = psycopg.ClientCursor(cur.connection)
         # One text literal instead of a uuid[] adapted element by element: much cheaper for
-        # large batches, and the ids are UUID objects (no quoting issue). Both lookups in one
+        # large batches; the ids are UUID objects, written as 32 hex digits (no quoting issue,
+        # and a form uuid input accepts). Both lookups in one
         # statement (stream rows carry a NULL event_id).
         cc.execute(
             "SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE; "
             "SELECT event_id, NULL::text, position FROM loomdb_events "
             "WHERE event_id = ANY(%s::uuid[]) UNION ALL "
             "SELECT NULL::uuid, stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s::text[])",
-            ("{" + ",".join(map(str, ids)) + "}", stream_ids),
+            ("{" + ",".join([u.bytes.hex() for u in ids]) + "}", stream_ids),
         )
         pos, h, ts = cc.fetchone()
         cc.nextset()

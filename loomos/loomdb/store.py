@@ -448,9 +448,12 @@ class EventStore:
 
     def _append_group(self, cur: Any, group: list[_AppendRequest], commit: bool) -> None:
         b = self.backend
-        unique_ids = list(dict.fromkeys(e.event_id for r in group for e in r.items))
+        # Event ids are keyed by their integer here: a UUID's hash and == are Python code, an
+        # int's are not, and a large append looks each id up several times.
+        unique_ids = list({e.event_id.int: e.event_id for r in group for e in r.items}.values())
         stream_ids = list(dict.fromkeys(e.stream_id for r in group for e in r.items))
-        (head_pos, head_hash, head_ts), positions, current = b.read_state(cur, unique_ids, stream_ids)
+        (head_pos, head_hash, head_ts), found, current = b.read_state(cur, unique_ids, stream_ids)
+        positions = {(k if isinstance(k, uuid.UUID) else uuid.UUID(str(k))).int: p for k, p in found.items()}
         now = self.clock()
         recorded = now if now > head_ts else head_ts  # keeps recorded_at monotonic in position
         recorded_iso = iso(recorded)
@@ -458,10 +461,11 @@ class EventStore:
         pos = head_pos
         stream_state: dict[str, tuple[int, int]] = {}
         for r in group:
-            fresh: dict[uuid.UUID, tuple[NewEvent, str | None]] = {}
+            fresh: dict[int, tuple[NewEvent, str | None]] = {}
             for e, v in zip(r.items, r.versions, strict=True):
-                if e.event_id not in positions and e.event_id not in fresh:
-                    fresh[e.event_id] = (e, v)
+                key = e.event_id.int
+                if key not in positions and key not in fresh:
+                    fresh[key] = (e, v)
             if fresh and r.expected_version is not None:
                 sid = r.items[0].stream_id
                 actual = current.get(sid, 0)
@@ -469,14 +473,15 @@ class EventStore:
                     r.error = ConcurrencyError(sid, r.expected_version, actual)
                     r.done = True
                     continue
-            for e, v in fresh.values():
+            for key, (e, v) in fresh.items():
                 pos += 1
-                sv = current.get(e.stream_id, 0) + 1
-                current[e.stream_id] = sv
-                stream_state[e.stream_id] = (sv, pos)
+                sid = e.stream_id
+                sv = current.get(sid, 0) + 1
+                current[sid] = sv
+                stream_state[sid] = (sv, pos)
                 plan.append((e, v, pos, sv))
-                positions[e.event_id] = pos
-            r.result = [positions[e.event_id] for e in r.items]
+                positions[key] = pos
+            r.result = [positions[e.event_id.int] for e in r.items]
         if not plan:
             return
         prev = head_hash
