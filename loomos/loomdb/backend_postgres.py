@@ -441,18 +441,25 @@ class PostgresBackend:
         but psycopg's pipeline spins on the writable socket while it waits, burning a core.)"""
         import psycopg
 
-        cc = psycopg.ClientCursor(cur.connection)
+        conn = cur.connection
+        cc = psycopg.ClientCursor(conn)
+        # On an autocommit connection (EventStore._append_transaction) the transaction starts
+        # here, in the same round trip.
+        begin = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         # One text literal instead of a uuid[] adapted element by element: much cheaper for
         # large batches; the ids are UUID objects, written as 32 hex digits (no quoting issue,
         # and a form uuid input accepts). Both lookups in one
         # statement (stream rows carry a NULL event_id).
         cc.execute(
-            "SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE; "
+            ("BEGIN; " if begin else "")
+            + "SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE; "
             "SELECT event_id, NULL::text, position FROM loomdb_events "
             "WHERE event_id = ANY(%s::uuid[]) UNION ALL "
             "SELECT NULL::uuid, stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s::text[])",
             ("{" + ",".join([u.bytes.hex() for u in ids]) + "}", stream_ids),
         )
+        if begin:
+            cc.nextset()
         pos, h, ts = cc.fetchone()
         cc.nextset()
         existing: dict[uuid.UUID, int] = {}

@@ -162,6 +162,7 @@ class EventStore:
         self._load_schemas()
         self._group_lock = threading.Lock()
         self._group_queue: list[_AppendRequest] = []
+        self._append_conns: list[Any] = []  # Postgres: idle connections for group commits
         self._groups_in_flight = 0
         # Postgres: a second group's transaction waits on the chain-head lock while the first
         # one's commit is flushed, so the next commit starts the moment the lock is released.
@@ -173,6 +174,10 @@ class EventStore:
         return self.backend.name
 
     def close(self) -> None:
+        with self._group_lock:
+            conns, self._append_conns = self._append_conns, []
+        for conn in conns:
+            conn.close()
         self.engine.dispose()
 
     # --- connections ----------------------------------------------------------------------
@@ -223,6 +228,42 @@ class EventStore:
                 elif conn.in_transaction:
                     cur.execute("ROLLBACK")
                 raise
+
+    @contextlib.contextmanager
+    def _append_transaction(self) -> Iterator[Any]:
+        """The transaction of one group commit. On Postgres it runs on a connection of its own
+        (one per group in flight) in autocommit mode, so that no separate BEGIN round trip
+        precedes it: read_state sends BEGIN with the head lock and write sends COMMIT with the
+        rows. Anything else run in between is inside that explicit transaction; an error rolls
+        it back, and a connection left in any other state is closed, not reused."""
+        if self.backend.name != "postgresql":
+            with self._write() as cur:
+                yield cur
+            return
+        import psycopg
+
+        with self._group_lock:
+            conn = self._append_conns.pop() if self._append_conns else None
+        if conn is None or conn.closed:
+            url = make_url(self.url).set(drivername="postgresql")
+            conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        idle = psycopg.pq.TransactionStatus.IDLE
+        try:
+            with conn.cursor() as cur:
+                try:
+                    yield cur
+                    if conn.info.transaction_status != idle:
+                        conn.commit()
+                except BaseException:
+                    if not conn.closed and conn.info.transaction_status != idle:
+                        conn.rollback()
+                    raise
+        finally:
+            if conn.closed or conn.info.transaction_status != idle:
+                conn.close()
+            else:
+                with self._group_lock:
+                    self._append_conns.append(conn)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Any]:
@@ -423,7 +464,7 @@ class EventStore:
             if self.backend.name == "postgresql" and self.backend.needs_partitions(self.clock()):
                 with self._cursor() as (conn, _):
                     self.backend.prepare_partitions(conn, self.clock())
-            with self._write() as cur:
+            with self._append_transaction() as cur:
                 self._append_group(cur, group, commit=True)
         except BaseException as exc:
             for r in group:

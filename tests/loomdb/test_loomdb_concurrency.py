@@ -260,3 +260,29 @@ def test_consumer_bad_input(store):
             store.ack(name, 1)
     with pytest.raises(QueryError, match=">= 0"):
         store.ack("ok", -1)
+
+
+def test_a_failed_group_commit_releases_the_head(store, store_url):
+    """An error inside a group commit's transaction (after the head is locked) rolls it back:
+    the caller gets the error, nothing is written, and later appends (from this store and
+    another) proceed and verify."""
+    from loomos.loomdb import open_event_store
+
+    store.append(ev(1))
+    original = store.backend.write
+
+    def failing(*args):
+        raise RuntimeError("disk on fire")
+
+    store.backend.write = failing
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        store.append(ev(2))
+    store.backend.write = original
+    other = open_event_store(store_url)
+    try:
+        assert other.append(ev(3)) == 2
+        assert store.append(ev(4)) == 3
+    finally:
+        other.close()
+    assert [e.data["i"] for e in store.read(0)] == [1, 3, 4]
+    assert store.verify().ok
