@@ -8,10 +8,9 @@ one Temporal cluster (TEMPORAL_ADDRESS) and one LoomDB (LOOMOS_DB_URL).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +19,9 @@ from rich.markup import escape
 from loomos.cli_jobs import EXIT_BAD_INPUT, EXIT_FAILED, fail
 from loomos.config import ConfigError, Settings, load_settings
 from loomos.spec import SpecError
+
+if TYPE_CHECKING:
+    from loomos.stack import StackLayout
 
 worker_app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -164,7 +166,7 @@ def _echo(service: str, line: str) -> None:
     console.print(f"[{style}]{service:>8} |[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
-def _print_urls(settings: Settings, layout: object) -> None:
+def _print_urls(settings: Settings, layout: StackLayout) -> None:
     t = settings.temporal
     query = "'LoomJobStatus=\"RUNNING\"'"
     lines = [
@@ -173,7 +175,7 @@ def _print_urls(settings: Settings, layout: object) -> None:
         f"  Temporal gRPC    {t.address}   (temporal workflow list --address {t.address} --query {query})",
         f"  LoomCtl API      {settings.api_url}   (OpenAPI: {settings.api_url}/docs)",
         f"  LoomDB           {settings.loomdb.url}",
-        f"  node worker      {getattr(layout, 'node_id', '')} in pool {settings.node.pool}",
+        f"  node worker      {layout.node_id} in pool {settings.node.pool}",
         "  try              loomos submit examples/ddp-demo.yaml --follow",
         "  Ctrl-C stops everything.",
     ]
@@ -197,16 +199,3 @@ def demo(
         code = run_demo(spec_file, keep=keep, console=console)
     if code:
         raise typer.Exit(code)
-
-
-def _repo_root() -> Path:
-    """The folder of the temporal-dev.yaml in use (a checkout), else the current folder."""
-    from loomos.config import DEFAULT_CONFIG_FILE
-
-    explicit = os.environ.get("LOOMOS_CONFIG")
-    if explicit:
-        return Path(explicit).resolve().parent
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / DEFAULT_CONFIG_FILE).is_file():
-            return folder
-    return Path.cwd()

@@ -157,6 +157,12 @@ def _find_config_file() -> Path | None:
     return None
 
 
+def project_root() -> Path:
+    """The folder of the temporal-dev.yaml in use (a checkout), else the current folder."""
+    file = _find_config_file()
+    return file.resolve().parent if file is not None else Path.cwd()
+
+
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     section, key = dotted.split(".", 1)
     node = data.setdefault(section, {})

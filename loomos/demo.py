@@ -18,7 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from loomos.client import JobDetail, LoomOSClient
-from loomos.config import Settings, load_settings
+from loomos.config import Settings, load_settings, project_root
 from loomos.models import JobState
 from loomos.progress import follow_job, loss_of, styled_state
 from loomos.spec import load_spec
@@ -51,9 +51,7 @@ def find_demo_spec(root: Path) -> Path:
 
 def run_demo(spec_file: Path | None, *, keep: bool, console: Console) -> int:
     """Run the demo; the exit code is 0 only if the job SUCCEEDED."""
-    from loomos.cli_stack import _repo_root
-
-    root = _repo_root()
+    root = project_root()
     spec_path = spec_file or find_demo_spec(root)
     spec = load_spec(spec_path)  # a bad spec is reported before anything starts
     state_dir = (root / ".loomos" / "demo").resolve()
