@@ -106,11 +106,17 @@ def test_concurrent_appends_share_commits_and_keep_their_own_checks(store):
     assert store.verify().ok
 
 
-def test_groups_in_flight_keep_ids_and_versions_serial(store):
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_groups_in_flight_keep_ids_and_versions_serial(store, backend, in_flight):
     """With two group commits in flight, the second reads ids and stream versions only after
     the first committed: one event id raced by many threads is stored once (all get its
     position), and optimistic writers retrying on one stream never both win a version."""
     from loomos.loomdb.errors import ConcurrencyError
+
+    if backend == "postgres":
+        store._max_groups_in_flight = in_flight
+    elif in_flight > 1:
+        pytest.skip("SQLite has one writer at a time")
 
     shared = ev(0, "shared")
     got: list[int] = []
