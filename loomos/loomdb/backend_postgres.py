@@ -450,17 +450,22 @@ class PostgresBackend:
         # large batches; the ids are UUID objects, written as 32 hex digits (no quoting issue,
         # and a form uuid input accepts). Both lookups in one
         # statement (stream rows carry a NULL event_id).
-        # The lookup probes the event_id index once per id (LATERAL, kept from being flattened
-        # by OFFSET 0): before the table is analyzed the planner takes event_id for far from
-        # unique, and scanned all 100k rows for a 30-event group (24 ms, every group commit);
-        # per-id probes also beat a scan for 5000 ids (14 vs 24 ms at 100k rows, and a scan
-        # grows with the table). The same misestimate priced the lookup into JIT compilation
-        # (140 ms), hence jit off around it.
-        lookup = (
-            "SELECT e.event_id, NULL::text, e.position FROM unnest(%s::uuid[]) AS x(id) "
-            "CROSS JOIN LATERAL (SELECT event_id, position FROM loomdb_events "
-            "WHERE event_id = x.id OFFSET 0) AS e"
-        )
+        # Small lookups probe the event_id index once per id (LATERAL, kept from being
+        # flattened by OFFSET 0): before the table is analyzed the planner takes event_id for
+        # far from unique, and scanned all 100k rows for a 30-event group (24 ms, every group
+        # commit). For a large batch its own choice (a scan on a fresh table, a bitmap index
+        # scan once analyzed) is kept: at 50k rows or less a scan beats 5000 probes. The same
+        # misestimate priced lookups into JIT compilation (140 ms), hence jit off around them.
+        if len(ids) < COPY_THRESHOLD:
+            lookup = (
+                "SELECT e.event_id, NULL::text, e.position FROM unnest(%s::uuid[]) AS x(id) "
+                "CROSS JOIN LATERAL (SELECT event_id, position FROM loomdb_events "
+                "WHERE event_id = x.id OFFSET 0) AS e"
+            )
+        else:
+            lookup = (
+                "SELECT event_id, NULL::text, position FROM loomdb_events WHERE event_id = ANY(%s::uuid[])"
+            )
         cc.execute(
             ("BEGIN; " if begin else "")
             + "SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE; "
