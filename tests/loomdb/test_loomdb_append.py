@@ -386,3 +386,71 @@ def test_gc_pause_is_contained(store):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def _ckpt(i: int, **extra) -> NewEvent:
+    return ev(f"job-{i % 7}", "model.training.checkpoint", job_id=f"j{i}", step=i, uri=f"s3://c/{i}", **extra)
+
+
+def test_large_batches_are_validated_while_written(store):
+    """Large Postgres appends are validated during the database's lookups and COPY, not before:
+    an invalid event still refuses the whole batch with every violation listed, nothing is
+    written, and a retry of stored events with invalid data is refused too (every event is
+    validated, even one that is already stored)."""
+    from loomos.loomdb.store import DEFER_VALIDATION_MIN
+
+    n = DEFER_VALIDATION_MIN + 50
+    bad = [_ckpt(i) for i in range(n)]
+    bad[7] = ev("job-1", "job.queued", job_id="j", attempt=0)
+    bad[n - 1] = ev("job-1", "job.queued", attempt=2)
+    with pytest.raises(InvalidEvent) as err:
+        store.append_many(bad)
+    assert any(x.startswith("events[7] (job.queued)") for x in err.value.violations)
+    assert any(x.startswith(f"events[{n - 1}] (job.queued)") and "job_id" in x for x in err.value.violations)
+    assert store.head()[0] == 0 and store.read(0) == []
+    good = [_ckpt(i) for i in range(n)]
+    positions = store.append_many(good)
+    assert positions == list(range(1, n + 1))
+    assert {e.schema_version for e in store.read(0, limit=n)} == {"1.0.0"}
+    tampered = [e.model_copy(update={"data": {"step": 1}}) for e in good]  # no job_id, uri: invalid
+    with pytest.raises(InvalidEvent):
+        store.append_many(tampered)
+    assert store.append_many(good) == positions
+    assert store.head()[0] == n and store.verify().ok
+
+
+def test_a_group_with_an_invalid_large_request_commits_the_others(store):
+    """One group commit carrying a valid and an invalid deferred request: the invalid one gets
+    its InvalidEvent, the other is written (rolled back and redone), positions stay gap-free."""
+    from loomos.loomdb.store import DEFER_VALIDATION_MIN, _AppendRequest
+
+    n = DEFER_VALIDATION_MIN + 10
+    first = store.append(ev("pre", n=0))
+    ok = _AppendRequest([_ckpt(i) for i in range(n)], None, None)
+    bad_items = [_ckpt(1000 + i) for i in range(n)]
+    bad_items[3] = ev("job-1", "job.queued", job_id="j", attempt=0)
+    bad = _AppendRequest(bad_items, None, None)
+    ok2 = _AppendRequest([_ckpt(2000 + i) for i in range(n)], None, 0)
+    ok2.items = [e.model_copy(update={"stream_id": "fresh"}) for e in ok2.items]
+    store._commit_group([bad, ok, ok2])
+    with pytest.raises(InvalidEvent, match=r"events\[3\]"):
+        bad.outcome()
+    assert ok.outcome() == list(range(first + 1, first + n + 1))
+    assert ok2.outcome() == list(range(first + n + 1, first + 2 * n + 1))
+    stored = store.read(0, limit=10_000)
+    assert [e.position for e in stored] == list(range(1, first + 2 * n + 1))
+    assert not {e.event_id for e in bad_items} & {e.event_id for e in stored}
+    assert store.stream_version("fresh") == n and store.verify().ok
+
+
+def test_deferred_validation_records_the_version_that_validated(store, monkeypatch):
+    """If the version a large append was planned with is not the one that validated it (a schema
+    registered meanwhile), the append is redone with the validated version."""
+    from loomos.loomdb.store import DEFER_VALIDATION_MIN
+
+    monkeypatch.setattr(store, "_schema_version", lambda event_type: "0.9.0")
+    n = DEFER_VALIDATION_MIN + 1
+    positions = store.append_many([_ckpt(i) for i in range(n)])
+    assert positions == list(range(1, n + 1))
+    assert {e.schema_version for e in store.read(0, limit=n)} == {"1.0.0"}
+    assert store.verify().ok
