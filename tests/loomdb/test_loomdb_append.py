@@ -454,3 +454,27 @@ def test_deferred_validation_records_the_version_that_validated(store, monkeypat
     assert positions == list(range(1, n + 1))
     assert {e.schema_version for e in store.read(0, limit=n)} == {"1.0.0"}
     assert store.verify().ok
+
+
+def test_deferred_large_appends_keep_idempotency_and_versions(store):
+    """Large appends validated during the write: a retried versioned batch still returns its
+    original positions (no conflict), a group mixing a stored and a new request writes only the
+    new one, and the chain and positions stay gap-free."""
+    from loomos.loomdb.store import DEFER_VALIDATION_MIN, _AppendRequest
+
+    n = DEFER_VALIDATION_MIN + 5
+    batch = [_ckpt(i).model_copy(update={"stream_id": "one"}) for i in range(n)]
+    positions = store.append_many(batch, expected_version=0)
+    assert positions == list(range(1, n + 1))
+    assert store.append_many(batch, expected_version=0) == positions  # a retry, not a conflict
+    with pytest.raises(ConcurrencyError):
+        store.append_many([_ckpt(5000 + i).model_copy(update={"stream_id": "one"}) for i in range(n)], 0)
+    old = _AppendRequest(list(batch), None, None)
+    new = _AppendRequest([_ckpt(9000 + i) for i in range(n)], None, None)
+    store._commit_group([old, new])
+    assert old.outcome() == positions
+    assert new.outcome() == list(range(n + 1, 2 * n + 1))
+    stored = store.read(0, limit=10_000)
+    assert [e.position for e in stored] == list(range(1, 2 * n + 1))
+    assert len({e.event_id for e in stored}) == 2 * n
+    assert store.stream_version("one") == n and store.verify().ok
