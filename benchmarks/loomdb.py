@@ -8,7 +8,9 @@ Figures:
   binary COPY on Postgres) in batches of --batch-size, each batch committed;
 - raw_copy_eps: the same rows (already hashed) written by a plain binary COPY (Postgres) or a
   plain executemany (SQLite) into a table of the same shape and indexes, same batches, same run;
-- batch_ratio = batch_append_eps / raw_copy_eps;
+- batch_ratio: the median over --rounds rounds of (batch append of a share of the events, then a
+  raw copy of the same rows) of each round's quotient; batch_append_eps and raw_copy_eps are
+  the medians of each side, batch_ratio_rounds the single rounds;
 - single_append_eps: one event per append() call, each call returning after its commit, from
   --writers concurrent threads (default 64, named in single_append_writers);
   single_append_eps_16_writers and single_append_eps_1_writer: the same from 16 threads and
@@ -176,6 +178,23 @@ def batch_append(store, events: list[NewEvent], batch_size: int) -> float:
     return len(events) / (time.perf_counter() - t0)
 
 
+def _raw_table(store) -> None:
+    """bench_raw: the event table's shape, indexes and (on Postgres) partitioning, empty."""
+    with store._cursor() as (conn, cur):
+        if store.dialect == "postgresql":
+            cur.execute(
+                "CREATE TABLE bench_raw (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING INDEXES) "
+                "PARTITION BY RANGE (recorded_at)"
+            )
+            cur.execute("CREATE TABLE bench_raw_p PARTITION OF bench_raw DEFAULT")
+            conn.commit()
+            return
+        cur.execute("SELECT sql FROM sqlite_master WHERE name = 'loomdb_events'")
+        cur.execute(cur.fetchone()[0].replace("loomdb_events", "bench_raw", 1))
+        cur.execute("CREATE INDEX bench_raw_t ON bench_raw (event_type, recorded_at, position)")
+        cur.execute("CREATE INDEX bench_raw_r ON bench_raw (recorded_at)")
+
+
 def raw_copy(store, first: int, count: int, batch_size: int) -> float:
     """Copy the rows LoomDB just wrote (hashes included) with no LoomDB logic in the way."""
     with store._read() as cur:
@@ -192,13 +211,6 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
         from loomos.loomdb.backend_postgres import _COPY_TYPES
 
         with store._cursor() as (conn, cur):
-            # Same columns, indexes and (monthly) partitioning as the event table.
-            cur.execute(
-                "CREATE TABLE bench_raw (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING INDEXES) "
-                "PARTITION BY RANGE (recorded_at)"
-            )
-            cur.execute("CREATE TABLE bench_raw_p PARTITION OF bench_raw DEFAULT")
-            conn.commit()
             t0 = time.perf_counter()
             for i in range(0, len(prepared), batch_size):
                 with cur.copy(
@@ -210,10 +222,6 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
                 conn.commit()
             return len(prepared) / (time.perf_counter() - t0)
     with store._cursor() as (conn, cur):
-        cur.execute("SELECT sql FROM sqlite_master WHERE name = 'loomdb_events'")
-        cur.execute(cur.fetchone()[0].replace("loomdb_events", "bench_raw", 1))
-        cur.execute("CREATE INDEX bench_raw_t ON bench_raw (event_type, recorded_at, position)")
-        cur.execute("CREATE INDEX bench_raw_r ON bench_raw (recorded_at)")
         marks = ", ".join("?" * len(EVENT_COLUMNS))
         sql = f"INSERT INTO bench_raw ({', '.join(EVENT_COLUMNS)}) VALUES ({marks})"
         t0 = time.perf_counter()
@@ -222,6 +230,30 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
             cur.executemany(sql, prepared[i : i + batch_size])
             cur.execute("COMMIT")
         return len(prepared) / (time.perf_counter() - t0)
+
+
+def batch_vs_raw(store, events: list[NewEvent], batch_size: int, rounds: int) -> dict[str, object]:
+    """Rounds of (LoomDB batch append, then a raw copy of the same rows), each round's ratio
+    taken from two adjacent measurements, so machine drift (another tenant, a Postgres
+    checkpoint) hits both sides of a ratio alike; the medians are reported."""
+    _raw_table(store)
+    per_round = max(batch_size, len(events) // rounds)
+    batch_eps, raw_eps, ratios = [], [], []
+    for start in range(0, len(events), per_round):
+        chunk = events[start : start + per_round]
+        first = store.head()[0] + 1
+        b = batch_append(store, chunk, batch_size)
+        r = raw_copy(store, first, len(chunk), batch_size)
+        batch_eps.append(b)
+        raw_eps.append(r)
+        ratios.append(b / r)
+        log(f"round {len(ratios)}: batch {b:.0f}/s, raw {r:.0f}/s, ratio {b / r:.3f}")
+    return {
+        "batch_append_eps": round(statistics.median(batch_eps)),
+        "raw_copy_eps": round(statistics.median(raw_eps)),
+        "batch_ratio": round(statistics.median(ratios), 3),
+        "batch_ratio_rounds": [round(x, 3) for x in ratios],
+    }
 
 
 def single_appends(store, n: int, writers: int) -> float:
@@ -323,6 +355,7 @@ def main() -> None:
     ap.add_argument("--query-events", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--writers", type=int, default=64, help="threads for single_append_eps")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating batch/raw rounds (medians reported)")
     args = ap.parse_args()
     batch_n = 50_000 if args.quick else 200_000
     single_n = 2_000 if args.quick else 10_000
@@ -343,13 +376,9 @@ def main() -> None:
     store = open_event_store(url)
     try:
         result: dict[str, object] = {"backend": args.backend, "quick": args.quick}
-        log(f"batch append: {batch_n} events in batches of {args.batch_size}")
+        log(f"batch append vs raw copy: {batch_n} events, {args.rounds} rounds, batches of {args.batch_size}")
         events = make_events(batch_n, seed=1)
-        first = store.head()[0] + 1
-        result["batch_append_eps"] = round(batch_append(store, events, args.batch_size))
-        log("raw copy of the same rows")
-        result["raw_copy_eps"] = round(raw_copy(store, first, batch_n, args.batch_size))
-        result["batch_ratio"] = round(result["batch_append_eps"] / result["raw_copy_eps"], 3)
+        result.update(batch_vs_raw(store, events, args.batch_size, args.rounds))
         log(f"single appends: {single_n} from {args.writers} writers and from 16, {single_n // 4} from one")
         result["single_append_eps"] = round(single_appends(store, single_n, args.writers))
         result["single_append_writers"] = args.writers
