@@ -19,6 +19,8 @@ from psycopg.types.json import Jsonb
 from loomos.loomdb.hashchain import (
     EVENT_COLUMNS,
     SCALAR_COLUMNS,
+    context_key,
+    context_values,
     hash_text,
     json_fragment,
     json_text,
@@ -174,11 +176,9 @@ _EMPTY_JSONB = _jsonb("{}")
 
 @functools.lru_cache(maxsize=1024)
 def _context_parts(key: tuple[Any, ...]) -> tuple[str, bytes]:
-    """user_id .. geographic_restriction (13 columns; roles as a tuple)."""
-    values = list(key)
-    values[9] = list(key[9])
-    copy = b"".join(_jsonb_list(v) if i == 9 else _text(v) for i, v in enumerate(key))
-    return json_fragment(values), copy
+    """JSON and COPY fragments of hashchain.context_key's CONTEXT_COLUMNS."""
+    copy = b"".join(_jsonb_list(v) if isinstance(v, tuple) else _text(v) for v in key)
+    return json_fragment(context_values(key)), copy
 
 
 @functools.lru_cache(maxsize=1024)
@@ -274,24 +274,7 @@ def encode_plan(
     size = 0
     append = parts.append
     for e, v, p, sv in plan:
-        ctx, sec = e.context, e.security
-        c_json, c_copy = _context_parts(
-            (
-                ctx.user_id,
-                ctx.session_id,
-                ctx.request_id,
-                ctx.source_ip,
-                ctx.user_agent,
-                ctx.compliance_level,
-                ctx.cost_center,
-                ctx.project_id,
-                sec.authentication_method,
-                tuple(sec.roles),
-                sec.access_level,
-                sec.data_classification,
-                sec.geographic_restriction,
-            )
-        )
+        c_json, c_copy = _context_parts(context_key(e))
         t_json, t_copy = _type_parts(e.event_type, v)
         s_json, s_copy = _stream_parts(e.stream_id)
         g_json, g_copy = _tags_parts(tuple(e.tags), str(e.priority))

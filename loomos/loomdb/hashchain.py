@@ -147,6 +147,39 @@ def json_text(value: Any) -> str:
 
 
 SCALAR_COLUMNS = tuple(c for c in HASHED_COLUMNS if c not in ("data", "metadata"))
+# The audit and security context: a run of SCALAR_COLUMNS that both append paths (the row
+# path and the cached COPY fragments) take from context_key, so their order is defined once.
+CONTEXT_COLUMNS = SCALAR_COLUMNS[
+    SCALAR_COLUMNS.index("user_id") : SCALAR_COLUMNS.index("geographic_restriction") + 1
+]
+_I_ROLES = CONTEXT_COLUMNS.index("roles")
+
+
+def context_key(e: Any) -> tuple[Any, ...]:
+    """An event's CONTEXT_COLUMNS values, roles as a tuple (hashable: a cache key)."""
+    ctx, sec = e.context, e.security
+    return (
+        ctx.user_id,
+        ctx.session_id,
+        ctx.request_id,
+        ctx.source_ip,
+        ctx.user_agent,
+        ctx.compliance_level,
+        ctx.cost_center,
+        ctx.project_id,
+        sec.authentication_method,
+        tuple(sec.roles),
+        sec.access_level,
+        sec.data_classification,
+        sec.geographic_restriction,
+    )
+
+
+def context_values(key: tuple[Any, ...]) -> list[Any]:
+    """context_key's values as they are hashed (roles as a JSON list)."""
+    values = list(key)
+    values[_I_ROLES] = list(key[_I_ROLES])
+    return values
 _I_EVENT_ID = SCALAR_COLUMNS.index("event_id")
 _I_OCCURRED = SCALAR_COLUMNS.index("occurred_at")
 _I_RECORDED = SCALAR_COLUMNS.index("recorded_at")

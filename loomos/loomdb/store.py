@@ -45,7 +45,16 @@ from loomos.loomdb.events import (
     utcnow,
 )
 from loomos.loomdb.gcpause import GC_PAUSE_MIN, gc_paused
-from loomos.loomdb.hashchain import EVENT_COLUMNS, ChainWalker, VerifyReport, hash_values, iso, json_text
+from loomos.loomdb.hashchain import (
+    EVENT_COLUMNS,
+    ChainWalker,
+    VerifyReport,
+    context_key,
+    context_values,
+    hash_values,
+    iso,
+    json_text,
+)
 from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
 
@@ -676,19 +685,7 @@ class EventStore:
                 recorded_iso,
                 e.correlation_id,
                 e.causation_id,
-                ctx.user_id,
-                ctx.session_id,
-                ctx.request_id,
-                ctx.source_ip,
-                ctx.user_agent,
-                ctx.compliance_level,
-                ctx.cost_center,
-                ctx.project_id,
-                sec.authentication_method,
-                roles,
-                sec.access_level,
-                sec.data_classification,
-                sec.geographic_restriction,
+                *context_values(context_key(e)),
                 tags,
                 priority,
                 e.retention_days,
