@@ -77,7 +77,7 @@ def run_demo(spec_file: Path | None, *, keep: bool, console: Console) -> int:
                     f"submitted [bold]{escape(spec.name)}[/] as job [bold]{escape(submitted.job_id)}[/]",
                     highlight=False,
                 )
-                final = _follow(client, submitted.job_id, console, stop)
+                final = _follow(client, submitted.job_id, console)
             _summary(console, final, settings, submitted.ui_url, time.monotonic() - started, keep)
             if keep and final.state.terminal:
                 console.print("[dim]stack kept up; Ctrl-C stops it[/]")
@@ -87,7 +87,7 @@ def run_demo(spec_file: Path | None, *, keep: bool, console: Console) -> int:
     return 0 if final.state == JobState.SUCCEEDED else 1
 
 
-def _follow(client: LoomOSClient, job_id: str, console: Console, stop: object) -> JobDetail:
+def _follow(client: LoomOSClient, job_id: str, console: Console) -> JobDetail:
     # Our SIGINT handler turns Ctrl-C into an event; restore KeyboardInterrupt while following.
     import signal
 

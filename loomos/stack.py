@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -69,10 +69,6 @@ class Service:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
 
 @dataclass
 class StackLayout:
@@ -83,7 +79,6 @@ class StackLayout:
     node_id: str
     persistent: bool = True  # keep Temporal's history in temporal.db_file across restarts
     echo: Callable[[str, str], None] | None = None  # (service, line) for `loomos dev`'s console
-    services: list[Service] = field(default_factory=list)
 
     @property
     def log_dir(self) -> Path:
@@ -358,8 +353,6 @@ class LocalStack:
                 service._pump.join(5)
         return killed
 
-    def pids(self) -> dict[str, int]:
-        return {s.name: s.proc.pid for s in self.services if s.proc is not None}
 
 
 def _pump_output(service: Service, echo: Callable[[str, str], None] | None) -> None:
