@@ -253,7 +253,7 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
 ) -> None:
     dev = Running(["dev"], dev_env)
     try:
-        dev.wait_for("LoomOS dev stack is up")
+        dev.wait_for("Ctrl-C stops everything.")  # the banner's last line
         ui = f"http://127.0.0.1:{dev_env['LOOMOS_TEMPORAL_UI_PORT']}"
         assert ui in dev.output and f"http://127.0.0.1:{dev_env['LOOMOS_API_PORT']}/docs" in dev.output
         stack_pids = descendants(dev.proc.pid)
@@ -313,7 +313,7 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
     # History survives a restart (the db file); a SIGKILLed `loomos dev` takes its children along.
     dev = Running(["dev"], dev_env)
     try:
-        dev.wait_for("LoomOS dev stack is up")
+        dev.wait_for("Ctrl-C stops everything.")  # the banner's last line
         assert temporal_list(dev_env, 'LoomJobStatus="SUCCEEDED" AND LoomUser="ada"')
         children = descendants(dev.proc.pid)
         dev.proc.kill()
