@@ -180,6 +180,8 @@ def context_values(key: tuple[Any, ...]) -> list[Any]:
     values = list(key)
     values[_I_ROLES] = list(key[_I_ROLES])
     return values
+
+
 _I_EVENT_ID = SCALAR_COLUMNS.index("event_id")
 _I_OCCURRED = SCALAR_COLUMNS.index("occurred_at")
 _I_RECORDED = SCALAR_COLUMNS.index("recorded_at")

@@ -59,9 +59,6 @@ from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Appends of at least this many events (Postgres) are validated while the head and ids are
-# looked up (_append_group) instead of before.
-DEFER_VALIDATION_MIN = 200
 _PAGED_QUERY_SETTINGS = (
     "SET LOCAL enable_bitmapscan = off",
     "SET LOCAL enable_seqscan = off",
@@ -183,7 +180,6 @@ class EventStore:
         # writers ~4.2k vs ~3.3k): bigger groups spend less CPU per event, and CPU, not the
         # fsync, was the limit. SQLite has one writer at a time anyway.
         self._max_groups_in_flight = 1
-        self._validators: Any = None  # thread pool for deferred validation (_append_group)
 
     @property
     def dialect(self) -> str:
@@ -194,9 +190,6 @@ class EventStore:
             conns, self._append_conns = self._append_conns, []
         for conn in conns:
             conn.close()
-        if self._validators is not None:
-            self._validators.shutdown(wait=True)
-            self._validators = None
         self.engine.dispose()
 
     # --- connections ----------------------------------------------------------------------
@@ -397,10 +390,6 @@ class EventStore:
             streams = {e.stream_id for e in items}
             if len(streams) != 1:
                 raise LoomDBError(f"expected_version needs all events in one stream, got {sorted(streams)}")
-        if len(items) >= DEFER_VALIDATION_MIN and self.backend.name == "postgresql":
-            # Validated by the group's leader while the database looks up the head, the ids
-            # and the streams (see _append_group): None marks the request as not validated yet.
-            return self._append_validated(items, None, expected_version)
         versions = self._validate(items)
         return self._append_validated(items, versions, expected_version)
 
@@ -433,28 +422,8 @@ class EventStore:
             raise InvalidEvent(first_bad.event_type, problems, first_bad.schema_version)
         return versions
 
-    def _validate_deferred(self, group: list[_AppendRequest]) -> None:
-        for r in group:
-            try:
-                r.checked = self._validate(r.items)
-            except InvalidEvent as exc:
-                r.checked = None
-                r.invalid = exc
-
-    def _schema_version(self, event_type: str) -> str | None:
-        entry = self.schemas.latest(event_type)
-        return None if entry is None else entry.version
-
-    def _validator_pool(self) -> Any:
-        with self._group_lock:
-            if self._validators is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._validators = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loomdb-validate")
-            return self._validators
-
     def _append_validated(
-        self, items: list[NewEvent], versions: list[str | None] | None, expected_version: int | None
+        self, items: list[NewEvent], versions: list[str | None], expected_version: int | None
     ) -> list[int]:
         """Group commit: concurrent callers queue their appends; a caller that finds fewer than
         `_max_groups_in_flight` groups being committed takes the whole queue and writes it in one
@@ -507,27 +476,8 @@ class EventStore:
             if self.backend.name == "postgresql" and self.backend.needs_partitions(self.clock()):
                 with self._cursor() as (conn, _):
                     self.backend.prepare_partitions(conn, self.clock())
-            while True:
-                try:
-                    with self._append_transaction() as cur:
-                        self._append_group(cur, group, commit=True)
-                    break
-                except _Revalidate:
-                    # Rolled back: a deferred request failed validation, or validated under
-                    # another schema version than planned. Redo the group without the invalid
-                    # requests; the others are now validated (their checked versions).
-                    redo = []
-                    for r in group:
-                        if r.versions is None and r.invalid is not None:
-                            r.error, r.done = r.invalid, True
-                            continue
-                        if r.versions is None:
-                            r.versions = r.checked
-                        r.error, r.done, r.result = None, False, None
-                        redo.append(r)
-                    group = redo
-                    if not group:
-                        break
+            with self._append_transaction() as cur:
+                self._append_group(cur, group, commit=True)
         except BaseException as exc:
             for r in group:
                 if not r.done:
@@ -555,34 +505,7 @@ class EventStore:
         # int's are not, and a large append looks each id up several times.
         unique_ids = list({e.event_id.int: e.event_id for r in group for e in r.items}.values())
         stream_ids = list(dict.fromkeys(e.stream_id for r in group for e in r.items))
-        deferred = [r for r in group if r.versions is None]
-        checks = None
-        if deferred:
-            # Large Postgres appends are validated here, in a helper thread, while this one waits
-            # for the database: on read_state (the head lock, the id and stream lookups) and on
-            # the COPY (the server inserts and indexes slower than rows are encoded; libpq
-            # releases the GIL while it waits). Rows are planned with the version each type's
-            # latest schema would record; before anything commits, `settle` waits for the
-            # checks, and if an event is invalid (or a schema was registered meanwhile) the
-            # transaction is rolled back and _commit_group redoes the group without the
-            # invalid requests. Every event is still validated before its append commits.
-            for r in deferred:
-                r.planned = [self._schema_version(e.event_type) for e in r.items]
-            checks = self._validator_pool().submit(self._validate_deferred, deferred)
-
-        def settle() -> None:
-            if checks is None:
-                return
-            checks.result()
-            if any(r.checked != r.planned for r in deferred):
-                raise _Revalidate
-
-        try:
-            (head_pos, head_hash, head_ts), found, current = b.read_state(cur, unique_ids, stream_ids)
-        except BaseException:
-            if checks is not None:
-                checks.result()
-            raise
+        (head_pos, head_hash, head_ts), found, current = b.read_state(cur, unique_ids, stream_ids)
         positions = {(k if isinstance(k, uuid.UUID) else uuid.UUID(str(k))).int: p for k, p in found.items()}
         now = self.clock()
         recorded = now if now > head_ts else head_ts  # keeps recorded_at monotonic in position
@@ -592,7 +515,7 @@ class EventStore:
         stream_state: dict[str, tuple[int, int]] = {}
         for r in group:
             fresh: dict[int, tuple[NewEvent, str | None]] = {}
-            for e, v in zip(r.items, r.versions if r.versions is not None else r.planned, strict=True):
+            for e, v in zip(r.items, r.versions, strict=True):
                 key = e.event_id.int
                 if key not in positions and key not in fresh:
                     fresh[key] = (e, v)
@@ -612,12 +535,7 @@ class EventStore:
                 plan.append((e, v, pos, sv))
                 positions[key] = pos
             r.result = [positions[e.event_id.int] for e in r.items]
-        try:
-            self._write_plan(cur, plan, stream_state, pos, head_hash, recorded, recorded_iso, commit, settle)
-        except BaseException:
-            if checks is not None and not checks.done():
-                checks.result()
-            raise
+        self._write_plan(cur, plan, stream_state, pos, head_hash, recorded, recorded_iso, commit)
 
     def _write_plan(
         self,
@@ -629,11 +547,9 @@ class EventStore:
         recorded: datetime,
         recorded_iso: str,
         commit: bool,
-        settle: Callable[[], None],
     ) -> None:
         b = self.backend
         if not plan:
-            settle()
             return
         prev = head_hash
 
@@ -655,7 +571,6 @@ class EventStore:
             rows, prev = b.plan_rows(plan, recorded, recorded_iso, prev)
         else:
             rows = list(build())
-        settle()
         b.write(cur, rows, stream_state, pos, prev, recorded, commit)
 
     @staticmethod
@@ -1001,7 +916,7 @@ class EventStore:
 @dataclass
 class _AppendRequest:
     items: list[NewEvent]
-    versions: list[str | None] | None  # None: validated by the group's leader (_append_group)
+    versions: list[str | None]  # the schema version that validated each event
     expected_version: int | None
     result: list[int] | None = None
     error: BaseException | None = None
@@ -1009,21 +924,12 @@ class _AppendRequest:
     # Group commit: set when the request is done, or when `group` hands it the lead.
     wake: threading.Event = field(default_factory=threading.Event)
     group: list[_AppendRequest] | None = None
-    # Deferred validation (versions None): the versions planned, those validation returned
-    # (None when invalid) and its InvalidEvent.
-    planned: list[str | None] | None = None
-    checked: list[str | None] | None = None
-    invalid: InvalidEvent | None = None
 
     def outcome(self) -> list[int]:
         if self.error is not None:
             raise self.error
         assert self.result is not None
         return self.result
-
-
-class _Revalidate(Exception):
-    """A group's deferred validation disagreed with its plan: roll back and redo the group."""
 
 
 _CONSUMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

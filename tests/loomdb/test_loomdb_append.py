@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from loomos.loomdb import ConcurrencyError, InvalidEvent, LoomDBError, NewEvent, SchemaError
+from loomos.loomdb.backend_postgres import COPY_THRESHOLD
 
 
 def ev(stream: str = "s-1", etype: str = "custom.thing", **data) -> NewEvent:
@@ -280,7 +281,6 @@ def _varied(i: int) -> NewEvent:
 def test_large_batches_round_trip(store, backend):
     """Batches past COPY_THRESHOLD go through binary COPY on Postgres: every field survives, the
     chain verifies, and a retried batch (whole, or mixed with new events) writes only new ids."""
-    from loomos.loomdb.backend_postgres import COPY_THRESHOLD
 
     copies: list[int] = []
     if backend == "postgres":
@@ -392,14 +392,11 @@ def _ckpt(i: int, **extra) -> NewEvent:
     return ev(f"job-{i % 7}", "model.training.checkpoint", job_id=f"j{i}", step=i, uri=f"s3://c/{i}", **extra)
 
 
-def test_large_batches_are_validated_while_written(store):
-    """Large Postgres appends are validated during the database's lookups and COPY, not before:
-    an invalid event still refuses the whole batch with every violation listed, nothing is
-    written, and a retry of stored events with invalid data is refused too (every event is
-    validated, even one that is already stored)."""
-    from loomos.loomdb.store import DEFER_VALIDATION_MIN
-
-    n = DEFER_VALIDATION_MIN + 50
+def test_large_batches_list_every_violation_and_write_nothing(store):
+    """A batch large enough for COPY with invalid events is refused whole with every violation
+    listed, and nothing is written; a retry of stored events with invalid data is refused too
+    (every event is validated, even one that is already stored)."""
+    n = COPY_THRESHOLD + 50
     bad = [_ckpt(i) for i in range(n)]
     bad[7] = ev("job-1", "job.queued", job_id="j", attempt=0)
     bad[n - 1] = ev("job-1", "job.queued", attempt=2)
@@ -419,58 +416,22 @@ def test_large_batches_are_validated_while_written(store):
     assert store.head()[0] == n and store.verify().ok
 
 
-def test_a_group_with_an_invalid_large_request_commits_the_others(store):
-    """One group commit carrying a valid and an invalid deferred request: the invalid one gets
-    its InvalidEvent, the other is written (rolled back and redone), positions stay gap-free."""
-    from loomos.loomdb.store import DEFER_VALIDATION_MIN, _AppendRequest
+def test_large_appends_keep_idempotency_and_versions(store):
+    """Large appends: a retried versioned batch still returns its original positions (no
+    conflict), a group mixing a stored and a new request writes only the new one, and the chain
+    and positions stay gap-free."""
+    from loomos.loomdb.store import _AppendRequest
 
-    n = DEFER_VALIDATION_MIN + 10
-    first = store.append(ev("pre", n=0))
-    ok = _AppendRequest([_ckpt(i) for i in range(n)], None, None)
-    bad_items = [_ckpt(1000 + i) for i in range(n)]
-    bad_items[3] = ev("job-1", "job.queued", job_id="j", attempt=0)
-    bad = _AppendRequest(bad_items, None, None)
-    ok2 = _AppendRequest([_ckpt(2000 + i) for i in range(n)], None, 0)
-    ok2.items = [e.model_copy(update={"stream_id": "fresh"}) for e in ok2.items]
-    store._commit_group([bad, ok, ok2])
-    with pytest.raises(InvalidEvent, match=r"events\[3\]"):
-        bad.outcome()
-    assert ok.outcome() == list(range(first + 1, first + n + 1))
-    assert ok2.outcome() == list(range(first + n + 1, first + 2 * n + 1))
-    stored = store.read(0, limit=10_000)
-    assert [e.position for e in stored] == list(range(1, first + 2 * n + 1))
-    assert not {e.event_id for e in bad_items} & {e.event_id for e in stored}
-    assert store.stream_version("fresh") == n and store.verify().ok
-
-
-def test_deferred_validation_records_the_version_that_validated(store, monkeypatch):
-    """If the version a large append was planned with is not the one that validated it (a schema
-    registered meanwhile), the append is redone with the validated version."""
-    from loomos.loomdb.store import DEFER_VALIDATION_MIN
-
-    monkeypatch.setattr(store, "_schema_version", lambda event_type: "0.9.0")
-    n = DEFER_VALIDATION_MIN + 1
-    positions = store.append_many([_ckpt(i) for i in range(n)])
-    assert positions == list(range(1, n + 1))
-    assert {e.schema_version for e in store.read(0, limit=n)} == {"1.0.0"}
-    assert store.verify().ok
-
-
-def test_deferred_large_appends_keep_idempotency_and_versions(store):
-    """Large appends validated during the write: a retried versioned batch still returns its
-    original positions (no conflict), a group mixing a stored and a new request writes only the
-    new one, and the chain and positions stay gap-free."""
-    from loomos.loomdb.store import DEFER_VALIDATION_MIN, _AppendRequest
-
-    n = DEFER_VALIDATION_MIN + 5
+    n = COPY_THRESHOLD + 5
     batch = [_ckpt(i).model_copy(update={"stream_id": "one"}) for i in range(n)]
     positions = store.append_many(batch, expected_version=0)
     assert positions == list(range(1, n + 1))
     assert store.append_many(batch, expected_version=0) == positions  # a retry, not a conflict
     with pytest.raises(ConcurrencyError):
         store.append_many([_ckpt(5000 + i).model_copy(update={"stream_id": "one"}) for i in range(n)], 0)
-    old = _AppendRequest(list(batch), None, None)
-    new = _AppendRequest([_ckpt(9000 + i) for i in range(n)], None, None)
+    old = _AppendRequest(list(batch), store._validate(batch), None)
+    fresh = [_ckpt(9000 + i) for i in range(n)]
+    new = _AppendRequest(fresh, store._validate(fresh), None)
     store._commit_group([old, new])
     assert old.outcome() == positions
     assert new.outcome() == list(range(n + 1, 2 * n + 1))

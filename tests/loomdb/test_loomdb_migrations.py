@@ -33,12 +33,34 @@ def _tables(store) -> set[str]:
         return set(inspect(conn).get_table_names())
 
 
+def _event_id_index(store) -> str:
+    """The access method of the event_id index on the partitioned table and on each partition."""
+    with store.engine.connect() as conn:
+        methods = conn.execute(
+            text(
+                "SELECT DISTINCT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_am am ON am.oid = c.relam JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = i.indkey[0] WHERE a.attname = 'event_id' "
+                "AND c.relnamespace = current_schema()::regnamespace"
+            )
+        ).scalars()
+        found = sorted(methods)
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_upgrade_downgrade_upgrade(store_url, backend):
     store = open_event_store(store_url)
     assert TABLES <= _tables(store)
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM loomdb_alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM loomdb_alembic_version")).scalar() == "0002"
     store.append(NewEvent(event_type="custom.x", stream_id="s"))
+    if backend == "postgres":
+        assert _event_id_index(store) == "hash"  # the parent and the partitions the append made
+        _alembic(store, "downgrade", "0001")
+        assert _event_id_index(store) == "btree"
+        _alembic(store, "upgrade", "head")
+        assert _event_id_index(store) == "hash"
     _alembic(store, "downgrade", "base")
     left = {t for t in _tables(store) if t.startswith("loomdb_") and t != "loomdb_alembic_version"}
     assert left == set()
