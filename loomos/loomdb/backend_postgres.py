@@ -301,9 +301,8 @@ def encode_plan(
         ret = e.retention_days
         r_json, r_copy = ("null", _NULL) if ret is None else (json_fragment([ret]), _pack_i4(4, ret))
         data_json, meta_json = json_text(e.data), json_text(e.metadata)
-        eid = e.event_id
-        eid_b = eid.bytes
-        x = eid_b.hex()  # str(eid), from the bytes COPY needs anyway
+        eid_b = e.event_id.int.to_bytes(16)  # UUID.bytes, without the property's Python frame
+        x = eid_b.hex()  # str(event_id), from the bytes COPY needs anyway
         # json_fragment([position, str(event_id)]) etc.: ints, a UUID's text, ISO times and hex
         # hashes need no JSON escaping, so they are written directly.
         head = (
@@ -394,7 +393,8 @@ _ARRAY_HEADER = struct.Struct("!iiiii").pack  # dimensions, has-nulls flag, elem
 def uuid_array(ids: list[uuid.UUID]) -> UuidArray:
     """`ids` as a binary uuid[] parameter: a header, then each id's length and 16 bytes. psycopg
     would adapt a list element by element; this is one join."""
-    return UuidArray(_ARRAY_HEADER(1, 0, 2950, len(ids), 1) + b"".join([_UUID_LEN + u.bytes for u in ids]))
+    items = b"".join([_UUID_LEN + u.int.to_bytes(16) for u in ids])
+    return UuidArray(_ARRAY_HEADER(1, 0, 2950, len(ids), 1) + items)
 
 
 psycopg.adapters.register_dumper(UuidArray, _UuidArrayDumper)

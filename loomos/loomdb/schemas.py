@@ -173,6 +173,19 @@ class RegisteredSchema:
     def key(self) -> tuple[int, int, int]:
         return parse_semver(self.version)
 
+    def validate(self, data: dict[str, Any]) -> str:
+        """This version, if `data` is valid; raises InvalidEvent listing every violation."""
+        if self.fast is not None:
+            try:
+                if self.fast.is_valid(data):
+                    return self.version
+            except Exception:  # noqa: BLE001 - data rs cannot take (say, non-string keys): the reference decides
+                pass
+        errors = sorted(self.validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            raise InvalidEvent(self.event_type, [_violation(e) for e in errors], self.version)
+        return self.version
+
 
 def _violation(err: Any) -> str:
     path = "data" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
@@ -231,18 +244,7 @@ class SchemaRegistry:
         """The version that validated `data`, None when the type has no schema; raises
         InvalidEvent listing every violation."""
         entry = self.latest(event_type)
-        if entry is None:
-            return None
-        if entry.fast is not None:
-            try:
-                if entry.fast.is_valid(data):
-                    return entry.version
-            except Exception:  # noqa: BLE001 - data rs cannot take (say, non-string keys): the reference decides
-                pass
-        errors = sorted(entry.validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-        if errors:
-            raise InvalidEvent(event_type, [_violation(e) for e in errors], entry.version)
-        return entry.version
+        return None if entry is None else entry.validate(data)
 
 
 # --- schemas LoomDB ships -------------------------------------------------------------------

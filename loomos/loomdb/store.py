@@ -383,7 +383,10 @@ class EventStore:
     def _append_many(
         self, events: Sequence[NewEvent | dict[str, Any]], expected_version: int | None
     ) -> list[int]:
-        items = [self._coerce(e, i, len(events)) for i, e in enumerate(events)]
+        if all(isinstance(e, NewEvent) for e in events):
+            items = list(events)
+        else:
+            items = [self._coerce(e, i, len(events)) for i, e in enumerate(events)]
         if expected_version is not None:
             if expected_version < 0:
                 raise LoomDBError("expected_version must be 0 (no stream yet) or a positive version")
@@ -410,9 +413,15 @@ class EventStore:
         versions: list[str | None] = []
         problems: list[str] = []
         first_bad: InvalidEvent | None = None
+        latest: dict[str, RegisteredSchema | None] = {}  # per type, looked up once per append
         for i, e in enumerate(items):
+            t = e.event_type
+            entry = latest[t] if t in latest else latest.setdefault(t, self.schemas.latest(t))
+            if entry is None:
+                versions.append(None)  # a type with no schema: accepted as is
+                continue
             try:
-                versions.append(self.schemas.validate(e.event_type, e.data))
+                versions.append(entry.validate(e.data))
             except InvalidEvent as exc:
                 first_bad = first_bad or exc
                 prefix = f"events[{i}] ({e.event_type}) " if len(items) > 1 else ""
@@ -501,77 +510,52 @@ class EventStore:
 
     def _append_group(self, cur: Any, group: list[_AppendRequest], commit: bool) -> None:
         b = self.backend
-        # Event ids are keyed by their integer here: a UUID's hash and == are Python code, an
-        # int's are not, and a large append looks each id up several times.
-        unique_ids = list({e.event_id.int: e.event_id for r in group for e in r.items}.values())
-        stream_ids = list(dict.fromkeys(e.stream_id for r in group for e in r.items))
-        (head_pos, head_hash, head_ts), found, current = b.read_state(cur, unique_ids, stream_ids)
+        # Ids are looked up as they come, repeats included (the lookups return each stored id
+        # once per repeat at most, and `found` is a dict); deduplicating 5,000 UUIDs first cost
+        # more than the repeats ever could.
+        ids = [e.event_id for r in group for e in r.items]
+        stream_ids = list({e.stream_id: None for r in group for e in r.items})
+        (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
+        # Event ids are keyed by their integer from here: a UUID's hash and == are Python code,
+        # an int's are not.
         positions = {(k if isinstance(k, uuid.UUID) else uuid.UUID(str(k))).int: p for k, p in found.items()}
         now = self.clock()
         recorded = now if now > head_ts else head_ts  # keeps recorded_at monotonic in position
         recorded_iso = iso(recorded)
-        plan: list[tuple[NewEvent, str | None, int, int]] = []
-        pos = head_pos
-        stream_state: dict[str, tuple[int, int]] = {}
-        for r in group:
-            fresh: dict[int, tuple[NewEvent, str | None]] = {}
-            for e, v in zip(r.items, r.versions, strict=True):
-                key = e.event_id.int
-                if key not in positions and key not in fresh:
-                    fresh[key] = (e, v)
-            if fresh and r.expected_version is not None:
-                sid = r.items[0].stream_id
-                actual = current.get(sid, 0)
-                if actual != r.expected_version:
-                    r.error = ConcurrencyError(sid, r.expected_version, actual)
-                    r.done = True
-                    continue
-            for key, (e, v) in fresh.items():
-                pos += 1
-                sid = e.stream_id
-                sv = current.get(sid, 0) + 1
-                current[sid] = sv
-                stream_state[sid] = (sv, pos)
-                plan.append((e, v, pos, sv))
-                positions[key] = pos
-            r.result = [positions[e.event_id.int] for e in r.items]
-        self._write_plan(cur, plan, stream_state, pos, head_hash, recorded, recorded_iso, commit)
+        plan = _Plan(group, positions, current, head_pos)
+        self._write_plan(cur, plan, head_hash, recorded, recorded_iso, commit)
 
     def _write_plan(
-        self,
-        cur: Any,
-        plan: list[tuple[NewEvent, str | None, int, int]],
-        stream_state: dict[str, tuple[int, int]],
-        pos: int,
-        head_hash: str,
-        recorded: datetime,
-        recorded_iso: str,
-        commit: bool,
+        self, cur: Any, plan: _Plan, head_hash: str, recorded: datetime, recorded_iso: str, commit: bool
     ) -> None:
         b = self.backend
-        if not plan:
+        planned: Any = plan
+        count = plan.upper_bound
+        if plan.positions:
+            # Some ids are stored already (a retry, mostly): plan first, to know what is left.
+            planned = list(plan)
+            count = len(planned)
+        if count == 0:
             return
         prev = head_hash
-
-        def build() -> Iterator[dict[str, Any]]:
-            # Rows are built (and hashed) lazily, in chain order: a streaming backend writes
-            # each one while the database is still inserting the ones before it.
-            nonlocal prev
-            row_ = self._row
-            for e, v, p, sv in plan:
-                row = row_(e, v, p, sv, recorded, recorded_iso, prev)
-                prev = row["hash"]
-                yield row
-
         b.ensure_partitions(cur, [{"recorded_at": recorded}])
-        if len(plan) >= getattr(b, "stream_threshold", len(plan) + 1):
-            prev = b.stream_plan(cur, plan, recorded, recorded_iso, prev)
+        if count >= getattr(b, "stream_threshold", count + 1):
+            # Otherwise the plan is made while it is encoded and copied: assigning positions to
+            # 5,000 events then costs Python time that the database's COPY waits out anyway.
+            prev = b.stream_plan(cur, planned, recorded, recorded_iso, prev)
             rows: Any = []
-        elif hasattr(b, "plan_rows"):
-            rows, prev = b.plan_rows(plan, recorded, recorded_iso, prev)
         else:
-            rows = list(build())
-        b.write(cur, rows, stream_state, pos, prev, recorded, commit)
+            planned = list(planned)
+            if hasattr(b, "plan_rows"):
+                rows, prev = b.plan_rows(planned, recorded, recorded_iso, prev)
+            else:
+                # One row dict per event, hashed in chain order.
+                rows = []
+                for e, v, p, sv in planned:
+                    row = self._row(e, v, p, sv, recorded, recorded_iso, prev)
+                    prev = row["hash"]
+                    rows.append(row)
+        b.write(cur, rows, plan.streams, plan.position, prev, recorded, commit)
 
     @staticmethod
     def _row(
@@ -930,6 +914,52 @@ class _AppendRequest:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+class _Plan:
+    """The events a group commit writes, in chain order, as (event, schema version, position,
+    stream version), made while it is iterated (once): an event whose id is stored, or came
+    earlier in the group, gets that position and is not written again, and a request whose
+    expected version is not the stream's gets its ConcurrencyError. Iterating fills each
+    request's result, the streams' new (version, last position) and the last position."""
+
+    def __init__(
+        self, requests: list[_AppendRequest], positions: dict[int, int], versions: dict[str, int], head: int
+    ) -> None:
+        self.requests, self.positions, self.versions = requests, positions, versions
+        self.head = self.position = head
+        self.streams: dict[str, tuple[int, int]] = {}
+        self.upper_bound = sum(len(r.items) for r in requests)
+
+    def __iter__(self) -> Iterator[tuple[NewEvent, str | None, int, int]]:
+        positions, versions, streams = self.positions, self.versions, self.streams
+        pos = self.position
+        for r in self.requests:
+            if r.expected_version is not None:
+                # Checked in turn, after the requests before it in the group, and only when
+                # the request writes anything: a retry of a stored batch gets its positions,
+                # whatever the stream's version is now.
+                sid = r.items[0].stream_id
+                actual = versions.get(sid, 0)
+                if actual != r.expected_version and any(e.event_id.int not in positions for e in r.items):
+                    r.error = ConcurrencyError(sid, r.expected_version, actual)
+                    r.done = True
+                    continue
+            result: list[int] = []
+            for e, v in zip(r.items, r.versions, strict=True):
+                key = e.event_id.int
+                p = positions.get(key)
+                if p is None:
+                    pos += 1
+                    sid = e.stream_id
+                    sv = versions.get(sid, 0) + 1
+                    versions[sid] = sv
+                    streams[sid] = (sv, pos)
+                    positions[key] = p = pos
+                    yield e, v, pos, sv
+                result.append(p)
+            r.result = result
+        self.position = pos
 
 
 _CONSUMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

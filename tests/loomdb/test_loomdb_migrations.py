@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from loomos.loomdb import NewEvent, open_event_store
@@ -26,6 +27,12 @@ def _alembic(store, action: str, target: str) -> None:
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         getattr(command, action)(cfg, target)
+
+
+def _head() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(cfg).get_current_head()
 
 
 def _tables(store) -> set[str]:
@@ -53,7 +60,7 @@ def test_upgrade_downgrade_upgrade(store_url, backend):
     store = open_event_store(store_url)
     assert TABLES <= _tables(store)
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM loomdb_alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM loomdb_alembic_version")).scalar() == _head()
     store.append(NewEvent(event_type="custom.x", stream_id="s"))
     if backend == "postgres":
         assert _event_id_index(store) == "hash"  # the parent and the partitions the append made
