@@ -239,11 +239,13 @@ def verify(
 @events_app.command("retention")
 def retention(
     policy_file: Path = typer.Option(..., "--policy", help="YAML or JSON file with a RetentionPolicy"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be done; change nothing"),
     as_json: bool = typer.Option(False, "--json"),
     db_url: str | None = typer.Option(None, help=DB_URL_HELP),
 ) -> None:
     """Apply a retention policy: archive old months (JSON Lines, gzip, file:// or s3://), drop
-    them, compress older partitions (Postgres); each action is recorded as an event."""
+    them, compress older partitions (Postgres), delete archive objects whose retention has
+    expired; each action is recorded as an event."""
     import yaml
 
     from loomos.loomdb.retention import RetentionPolicy, apply_retention
@@ -256,19 +258,24 @@ def retention(
         if not isinstance(raw, dict):
             raise _fail(f"{policy_file}: expected a mapping of RetentionPolicy fields")
         policy = RetentionPolicy.model_validate(raw)
-        actions = apply_retention(_store(db_url), policy)
+        actions = apply_retention(_store(db_url), policy, dry_run=dry_run)
     if as_json:
         print(json.dumps(actions))
         return
     if not actions:
-        console.print("nothing to do: no period is old enough")
+        console.print("nothing to do: no period is old enough and no archive has expired")
         return
-    t = Table(title="Retention applied")
-    for col in ("action", "period", "positions", "events", "archive"):
+    t = Table(title="Retention dry run (nothing changed)" if dry_run else "Retention applied")
+    for col in ("action", "period", "positions", "events", "archive", "expires"):
         t.add_column(col, overflow="fold")
     for a in actions:
         span = f"{a['first_position']}..{a['last_position']}" if "first_position" in a else ""
-        t.add_row(a["action"], a["partition"], span, str(a["event_count"]), a.get("uri", ""))
+        action = a["action"] if "object" not in a else f"{a['action']} ({a['object']})"
+        if a.get("dry_run"):  # what would be done: archive, compress, purge
+            action = {"archived": "archive", "compressed": "compress", "purged": "purge"}[a["action"]]
+        t.add_row(
+            action, a["partition"], span, str(a["event_count"]), a.get("uri", ""), a.get("expires_at", "")
+        )
     console.print(t)
 
 

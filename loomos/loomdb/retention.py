@@ -9,8 +9,14 @@ a `compliance.retention.applied` event.
 
 Retention days (default, per type, per compliance level, or the event's own override) say how
 long an event must be kept anywhere; the manifest's `expires_at` is the latest such date of
-its events, after which the archive object may be deleted (LoomDB does not delete archive
-objects itself yet).
+its events. Once it has passed (by the store's clock, never a caller's `now`), retention deletes
+the archive object (`purge_expired_archives`, default on): file:// unlinks, s3:// DeleteObject,
+an object already gone is fine. The object goes first and the manifest is marked afterwards
+(`purged_at`, with a `compliance.retention.purged` event in the same transaction), so a failed
+delete leaves the manifest unpurged and a crash in between is finished by the next run. The
+manifest stays: its first prev_hash and last hash keep linking the chain, and deep verification
+(`deep_archive`) skips a purged period's events, which no longer exist anywhere, while still
+reporting an object that went missing before its expiry.
 
 `compress_after_days` (Postgres): a month older than that, not yet archived, is rewritten into a
 new partition whose data and metadata columns use LZ4 compression (values are decompressed and
@@ -25,8 +31,10 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,11 @@ from loomos.loomdb.events import EVENT_TYPE_PATTERN, NewEvent
 from loomos.loomdb.hashchain import EVENT_COLUMNS, iso
 
 RETENTION_EVENT = "compliance.retention.applied"
+PURGE_EVENT = "compliance.retention.purged"
+
+
+class ArchiveMissing(RetentionError):
+    """The archive object does not exist (as opposed to: cannot be read)."""
 
 
 class RetentionPolicy(BaseModel):
@@ -51,6 +64,9 @@ class RetentionPolicy(BaseModel):
     archive_after_days: int = Field(90, ge=1, le=36500)
     compress_after_days: int | None = Field(None, ge=1, le=36500)
     archive_uri: str = Field(description="file:///dir or s3://bucket/prefix")
+    purge_expired_archives: bool = Field(
+        True, description="delete archive objects whose events have all passed their retention"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RetentionPolicy:
@@ -142,6 +158,11 @@ def write_object(uri: str, payload: bytes) -> None:
         raise RetentionError(f"cannot write archive {uri}: {exc}") from exc
 
 
+def _s3_not_found(exc: Exception) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
 def read_object(uri: str) -> bytes:
     u = urlparse(uri)
     try:
@@ -149,8 +170,37 @@ def read_object(uri: str) -> bytes:
             return Path(u.path).read_bytes()
         if u.scheme == "s3":
             return _s3().get_object(Bucket=u.netloc, Key=u.path.lstrip("/"))["Body"].read()
+    except FileNotFoundError:
+        raise ArchiveMissing(f"archive {uri} does not exist") from None
     except Exception as exc:
+        if _s3_not_found(exc):
+            raise ArchiveMissing(f"archive {uri} does not exist") from None
         raise RetentionError(f"cannot read archive {uri}: {exc}") from exc
+    raise RetentionError(f"unsupported archive URI {uri!r}")
+
+
+def delete_object(uri: str) -> bool:
+    """Delete an archive object; False when it was already gone (deleting is idempotent)."""
+    u = urlparse(uri)
+    try:
+        if u.scheme == "file":
+            try:
+                Path(u.path).unlink()
+            except FileNotFoundError:
+                return False
+            return True
+        if u.scheme == "s3":
+            s3, key = _s3(), u.path.lstrip("/")
+            try:
+                s3.head_object(Bucket=u.netloc, Key=key)
+            except Exception as exc:
+                if _s3_not_found(exc):
+                    return False
+                raise
+            s3.delete_object(Bucket=u.netloc, Key=key)
+            return True
+    except Exception as exc:  # OSError, botocore errors
+        raise RetentionError(f"cannot delete archive {uri}: {exc}") from exc
     raise RetentionError(f"unsupported archive URI {uri!r}")
 
 
@@ -196,25 +246,72 @@ def _periods(store: Any, before: datetime) -> list[datetime]:
     return out
 
 
-def apply_retention(store: Any, policy: RetentionPolicy, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Archive and drop every whole month older than `archive_after_days`, oldest first.
-    Returns what was done (also recorded as compliance.retention.applied events)."""
+def apply_retention(
+    store: Any, policy: RetentionPolicy, now: datetime | None = None, *, dry_run: bool = False
+) -> list[dict[str, Any]]:
+    """Archive and drop every whole month older than `archive_after_days`, oldest first; compress
+    (Postgres); then delete the archive objects that have expired. Returns what was done (also
+    recorded as compliance.retention.applied and compliance.retention.purged events). With
+    `dry_run` nothing is written or deleted: the actions that would be taken come back, each
+    with "dry_run": True (a period archived now whose events have all expired shows as
+    archived and purged)."""
     now = now or store.clock()
     cutoff = now - timedelta(days=policy.archive_after_days)
     actions = []
+    planned_purges: list[dict[str, Any]] = []  # dry run: periods archived now that expired already
     for start in _periods(store, cutoff):
+        if dry_run:
+            plan = _plan_period(store, policy, start, next_month(start), now)
+            actions.extend(a for a in plan if a["action"] == "archived")
+            planned_purges.extend(a for a in plan if a["action"] == "purged")
+            continue
         action = _archive_period(store, policy, start, next_month(start))
         if action is not None:
             actions.append(action)
     if policy.compress_after_days is not None and store.backend.name == "postgresql":
         for start in _periods(store, now - timedelta(days=policy.compress_after_days)):
-            action = _compress_period(store, policy, start)
+            action = _compress_period(store, policy, start, dry_run=dry_run)
             if action is not None:
                 actions.append(action)
+    if policy.purge_expired_archives:
+        actions.extend(purge_expired(store, now, dry_run=dry_run))
+        actions.extend(planned_purges)
     return actions
 
 
-def _compress_period(store: Any, policy: RetentionPolicy, start: datetime) -> dict[str, Any] | None:
+def _plan_period(
+    store: Any, policy: RetentionPolicy, start: datetime, end: datetime, now: datetime
+) -> list[dict[str, Any]]:
+    """What archiving one period would do, read without writing anything."""
+    b = store.backend
+    period = f"{start.year:04d}-{start.month:02d}"
+    with store._read() as cur:
+        cur.execute(
+            store._sql(
+                "SELECT position, event_type, compliance_level, retention_days, recorded_at "
+                "FROM loomdb_events WHERE recorded_at >= %s AND recorded_at < %s ORDER BY position"
+            ),
+            [b.ts(start), b.ts(end)],
+        )
+        names = ("position", "event_type", "compliance_level", "retention_days", "recorded_at")
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    if not rows:
+        return []
+    for r in rows:
+        r["recorded_at"] = _ts(r["recorded_at"])
+    first, last = int(rows[0]["position"]), int(rows[-1]["position"])
+    expires = max(r["recorded_at"] + timedelta(days=policy.days_for(r)) for r in rows)
+    uri = f"{policy.archive_uri.rstrip('/')}/{_object_name(store.schema_name, period, first, last)}"
+    common = {"partition": period, "first_position": first, "last_position": last, "event_count": len(rows)}
+    out = [{"action": "archived", **common, "uri": uri, "expires_at": iso(expires), "dry_run": True}]
+    if policy.purge_expired_archives and expires <= min(now, store.clock()):
+        out.append({"action": "purged", **common, "uri": uri, "expires_at": iso(expires), "dry_run": True})
+    return out
+
+
+def _compress_period(
+    store: Any, policy: RetentionPolicy, start: datetime, *, dry_run: bool = False
+) -> dict[str, Any] | None:
     name = partition_name(start)
     fresh = f"{name}_lz4"
     period = f"{start.year:04d}-{start.month:02d}"
@@ -230,6 +327,10 @@ def _compress_period(store: Any, policy: RetentionPolicy, start: datetime) -> di
         found = cur.fetchone()
         if found is None or found[0] == "l":
             return None  # archived already, or compressed already
+        if dry_run:
+            cur.execute(f"SELECT count(*) FROM {name}")
+            count = int(cur.fetchone()[0])
+            return {"action": "compressed", "partition": period, "event_count": count, "dry_run": True}
         # Names and bounds come from two integers; nothing here is input.
         cur.execute(f"CREATE TABLE {fresh} (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
         cur.execute(
@@ -285,7 +386,7 @@ def _archive_period(
             return None
         first, last = rows[0], rows[-1]
         base = policy.archive_uri.rstrip("/")
-        uri = f"{base}/loomdb-{store.schema_name}-{period}-{first['position']}-{last['position']}.jsonl.gz"
+        uri = f"{base}/{_object_name(store.schema_name, period, first['position'], last['position'])}"
         payload = encode_archive(rows)
         digest = hashlib.sha256(payload).hexdigest()
         write_object(uri, payload)
@@ -366,3 +467,178 @@ def _drop_partition(store: Any, cur: Any, start: datetime) -> None:
 
 def utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
+
+
+def _object_name(schema: str, period: str, first: int, last: int) -> str:
+    return f"loomdb-{schema}-{period}-{first}-{last}.jsonl.gz"
+
+
+def _ts(v: Any) -> datetime:
+    return datetime.fromisoformat(v) if isinstance(v, str) else v
+
+
+# --- purging expired archive objects --------------------------------------------------------
+
+_MANIFEST_COLUMNS = (
+    "period",
+    "first_position",
+    "last_position",
+    "first_prev_hash",
+    "last_hash",
+    "event_count",
+    "uri",
+    "sha256",
+    "period_start",
+    "period_end",
+    "archived_at",
+    "expires_at",
+    "purged_at",
+)
+
+
+def archive_manifests(store: Any) -> list[dict[str, Any]]:
+    """The manifests in chain order, as `EventStore.archives()` gives them plus `purged_at`
+    (None while the archive object is kept), timestamps as datetimes on both backends."""
+    with store._read() as cur:
+        cur.execute(f"SELECT {', '.join(_MANIFEST_COLUMNS)} FROM loomdb_archives ORDER BY first_position")
+        rows = [dict(zip(_MANIFEST_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    for m in rows:
+        for k in ("period_start", "period_end", "archived_at", "expires_at", "purged_at"):
+            if m[k] is not None:
+                m[k] = _ts(m[k])
+    return rows
+
+
+def _purge_id(store: Any, period: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"loomdb:{store.schema_name}:purge:{period}")
+
+
+def _check_purgeable(m: dict[str, Any]) -> None:
+    """Only ever delete what retention wrote: an object named after this manifest's period and
+    positions, on file:// or s3:// (a manifest row pointing elsewhere is refused, not obeyed)."""
+    u = urlparse(m["uri"])
+    name = u.path.rsplit("/", 1)[-1]
+    pattern = (
+        rf"loomdb-.+-{re.escape(m['period'])}-{int(m['first_position'])}-{int(m['last_position'])}\.jsonl\.gz"
+    )
+    if (
+        u.scheme not in ("file", "s3")
+        or (u.scheme == "s3" and not u.netloc)
+        or not re.fullmatch(pattern, name)
+    ):
+        raise RetentionError(
+            f"archive {m['period']}: refusing to delete {m['uri']!r}, which is not an archive object "
+            "retention wrote for this manifest; nothing deleted"
+        )
+
+
+def purge_expired(store: Any, now: datetime | None = None, *, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Delete the archive object of every manifest whose expires_at has passed, oldest first, and
+    mark the manifest purged with a compliance.retention.purged event (deterministic id, so a
+    retried run never records a purge twice). Expiry is judged by the store's clock even when
+    `now` is later: deleting early cannot be undone. The object is deleted before the manifest
+    is marked: a failed delete raises RetentionError and leaves the manifest as it was."""
+    clock_now = store.clock()
+    now = min(now, clock_now) if now is not None else clock_now
+    actions = []
+    for m in archive_manifests(store):
+        if m["purged_at"] is not None or m["expires_at"] > now:
+            continue
+        _check_purgeable(m)
+        action: dict[str, Any] = {
+            "action": "purged",
+            "partition": m["period"],
+            "first_position": int(m["first_position"]),
+            "last_position": int(m["last_position"]),
+            "event_count": int(m["event_count"]),
+            "uri": m["uri"],
+            "sha256": m["sha256"],
+            "expires_at": iso(m["expires_at"]),
+        }
+        if dry_run:
+            actions.append({**action, "dry_run": True})
+            continue
+        try:
+            existed = delete_object(m["uri"])
+        except RetentionError as exc:
+            raise RetentionError(f"{exc}; the manifest of {m['period']} stays unpurged") from exc
+        done = _mark_purged(store, m, {**action, "object": "deleted" if existed else "already missing"})
+        if done is not None:
+            actions.append(done)
+    return actions
+
+
+def _mark_purged(store: Any, m: dict[str, Any], action: dict[str, Any]) -> dict[str, Any] | None:
+    b = store.backend
+    with store._write() as cur:
+        b.lock_head(cur)  # one retention writer at a time, as for archiving
+        cur.execute(store._sql("SELECT purged_at FROM loomdb_archives WHERE period = %s"), [m["period"]])
+        row = cur.fetchone()
+        if row is None or row[0] is not None:
+            return None  # another run got there first
+        purged_at = store.clock()
+        cur.execute(
+            store._sql("UPDATE loomdb_archives SET purged_at = %s WHERE period = %s AND purged_at IS NULL"),
+            [b.ts(purged_at), m["period"]],
+        )
+        action = {**action, "purged_at": iso(purged_at)}
+        record = NewEvent(
+            event_id=_purge_id(store, m["period"]),
+            event_type=PURGE_EVENT,
+            stream_id="loomdb-retention",
+            data=action,
+            context={"compliance_level": "SYSTEM"},
+            tags=["retention"],
+        )
+        # Same transaction as the mark: the manifest is purged exactly when the event exists.
+        store._append_locked(
+            cur, [record], [store.schemas.validate(PURGE_EVENT, record.data)], None, commit=False
+        )
+    return action
+
+
+# --- deep verification ----------------------------------------------------------------------
+
+
+@dataclass
+class DeepArchive:
+    """What deep verification has to re-hash for one manifest: `rows`, or None when the events
+    are gone under the policy (then `note` says why and the manifest's hashes link the chain)."""
+
+    rows: list[dict[str, Any]] | None
+    note: str | None = None
+
+
+def deep_archive(store: Any, manifest: dict[str, Any], now: datetime | None = None) -> DeepArchive:
+    """For `EventStore.verify(deep_archives=True)`: the archived rows of one manifest (as given by
+    `EventStore.archives()` or `archive_manifests`). A purged archive has none to re-hash, nor
+    has one that expired and whose object is gone (say, removed by a bucket lifecycle rule, or
+    a purge interrupted before it marked the manifest). Raises ArchiveMissing for an object
+    missing before its expiry (deleted early), and RetentionError for one that cannot be read,
+    does not match its sha256, or a manifest marked purged before its expiry."""
+    purged_at = manifest["purged_at"] if "purged_at" in manifest else _purged_at(store, manifest["period"])
+    expires = _ts(manifest["expires_at"])
+    if purged_at is not None:
+        purged_at = _ts(purged_at)
+        if purged_at < expires:
+            raise RetentionError(
+                f"marked purged at {iso(purged_at)}, but its events were to be kept until {iso(expires)}"
+            )
+        return DeepArchive(
+            None, f"purged at {iso(purged_at)} (expired {iso(expires)}); linked by its manifest"
+        )
+    try:
+        return DeepArchive(list(read_archive(manifest["uri"], manifest["sha256"])))
+    except ArchiveMissing as exc:
+        if expires <= (now or store.clock()):
+            return DeepArchive(None, f"{exc}; expired {iso(expires)}, not yet marked purged")
+        raise ArchiveMissing(
+            f"{exc}, but its events were to be kept until {iso(expires)}: deleted before it expired"
+        ) from None
+
+
+def _purged_at(store: Any, period: str) -> datetime | None:
+    with store._read() as cur:
+        cur.execute(store._sql("SELECT purged_at FROM loomdb_archives WHERE period = %s"), [period])
+        row = cur.fetchone()
+    return None if row is None or row[0] is None else _ts(row[0])

@@ -202,6 +202,11 @@ def test_compress_rewrites_old_partitions_with_lz4(pg_schema_url, tmp_path):
         now[0] += timedelta(days=31)
     before = [(e.position, e.hash, e.data) for e in s.read(0)]
     policy = RetentionPolicy(archive_after_days=365, compress_after_days=20, archive_uri=f"file://{tmp_path}")
+    planned = apply_retention(s, policy, dry_run=True)
+    assert [(a["action"], a["partition"], a["event_count"], a["dry_run"]) for a in planned] == [
+        ("compressed", "2026-01", 3, True),
+        ("compressed", "2026-02", 3, True),
+    ]
     actions = apply_retention(s, policy)
     assert [(a["action"], a["partition"], a["event_count"]) for a in actions] == [
         ("compressed", "2026-01", 3),
