@@ -1,8 +1,10 @@
 """Postgres backend: production. Writers serialise on the chain-head row (SELECT ... FOR UPDATE),
 so a position is assigned only after every lower position has committed: a reader following
-"position > last seen" can never skip a late commit. Large batches go in by binary COPY. The
-event table is range-partitioned by recorded_at (one partition per month, created on demand).
-Commits NOTIFY a per-schema channel that live subscribers LISTEN on.
+"position > last seen" can never skip a late commit. Large batches go in by binary COPY, built
+here while the rows are hashed; their ids (the idempotency keys, in a hash index) are looked up
+on a second connection during the COPY (EventStore._append_group). The event table is
+range-partitioned by recorded_at (one partition per month, created on demand). Commits NOTIFY
+a per-schema channel that live subscribers LISTEN on.
 """
 
 from __future__ import annotations
@@ -240,6 +242,12 @@ _SAVE_STREAMS = (
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
     "last_position = excluded.last_position"
 )
+# Around a large id lookup. The planner's own choice (a bitmap scan of the event_id hash index
+# once the table is analyzed) is kept, but seq scans are off: on a table not analyzed yet it
+# would scan every row, and a scan grows with the table. Its misestimates also priced lookups
+# into JIT compilation (140 ms).
+LOOKUP_SETTINGS = ("jit = off", "enable_seqscan = off")
+_LOOKUP_IDS = "SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s)"
 _LOCK_HEAD = "SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1 FOR UPDATE"
 _STREAM_VERSIONS = (
     "SELECT NULL::uuid, stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s::text[])"
@@ -510,20 +518,38 @@ class PostgresBackend:
         alone; as a binary uuid[] parameter (16 bytes an id, built here in one join) it is a
         fraction of that. A bound parameter needs the extended protocol, one statement at a
         time, so the head lock and stream versions go first in one simple query, then the id
-        lookup. The planner's own choice for the lookup (a bitmap scan of the event_id hash
-        index once the table is analyzed) is kept, but seq scans are off for it: on a table
-        not analyzed yet it would scan every row, and a scan grows with the table."""
-        cc.execute(lock + "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; " + streams, (stream_ids,))
+        lookup (LOOKUP_SETTINGS around it)."""
+        settings = "".join(f"SET LOCAL {s}; " for s in LOOKUP_SETTINGS)
+        cc.execute(lock + settings + streams, (stream_ids,))
         head, stream_rows = _result_sets(cc)
         (pos, h, ts) = head[0]
         versions = {sid: int(n) for _, sid, n in stream_rows}
-        cur = cc.connection.cursor()
-        cur.execute(
-            "SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s)", (uuid_array(ids),)
-        )
-        existing = {e: int(n) for e, n in cur.fetchall()}
-        cc.execute("SET LOCAL jit TO DEFAULT; SET LOCAL enable_seqscan TO DEFAULT")
+        existing = self.lookup_ids(cc.connection, ids)
+        cc.execute("; ".join(f"SET LOCAL {s.split(' = ')[0]} TO DEFAULT" for s in LOOKUP_SETTINGS))
         return (int(pos), h, ts), existing, versions
+
+    def lock_state(self, cur: Any, stream_ids: list[str]) -> tuple[tuple[int, str, datetime], dict[str, int]]:
+        """Begin (on an autocommit connection), lock the head and read the streams' versions in
+        one round trip, without the id lookup: EventStore runs that on a connection of its own
+        (lookup_ids) while this one copies. Started after this returns, the lookup sees every
+        append that committed before the lock was granted, as read_state's would."""
+        import psycopg
+
+        conn = cur.connection
+        cc = psycopg.ClientCursor(conn)
+        begin = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        cc.execute(("BEGIN; " if begin else "") + _LOCK_HEAD + "; " + _STREAM_VERSIONS, (stream_ids,))
+        head, stream_rows = _result_sets(cc)
+        (pos, h, ts) = head[0]
+        return (int(pos), h, ts), {sid: int(n) for _, sid, n in stream_rows}
+
+    @staticmethod
+    def lookup_ids(conn: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Which of `ids` are stored, and where: one bitmap scan of the event_id hash index for
+        a uuid[] sent in binary. Run with LOOKUP_SETTINGS in effect."""
+        cur = conn.cursor()
+        cur.execute(_LOOKUP_IDS, (uuid_array(ids),))
+        return {e: int(n) for e, n in cur.fetchall()}
 
     def write(
         self,

@@ -347,6 +347,22 @@ BUILTIN_SCHEMAS: dict[str, dict[str, Any]] = {
         ["partition", "first_position", "last_position", "event_count", "uri", "sha256"],
         {"action": {"enum": ["archived", "compressed"]}, "policy": "object"},
     ),
+    "compliance.retention.purged": schema_from_fields(
+        ["action", "partition", "first_position", "last_position", "event_count", "uri", "sha256"],
+        ["expires_at", "purged_at", "object"],
+        {
+            "action": {"enum": ["purged"]},
+            "partition": "non_empty_string",
+            "first_position": "positive_integer",
+            "last_position": "positive_integer",
+            "event_count": "non_negative_integer",
+            "uri": "non_empty_string",  # as the policy wrote it (a file path may hold spaces)
+            "sha256": {"pattern": "^[0-9a-f]{64}$"},
+            "expires_at": "datetime",
+            "purged_at": "datetime",
+            "object": {"enum": ["deleted", "already missing"]},
+        },
+    ),
 }
 BUILTIN_VERSION = "1.0.0"
 

@@ -19,7 +19,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -172,6 +172,8 @@ class EventStore:
         self._group_lock = threading.Lock()
         self._group_queue: list[_AppendRequest] = []
         self._append_conns: list[Any] = []  # Postgres: idle connections for group commits
+        self._lookup_conns: list[Any] = []  # Postgres: idle connections for concurrent id lookups
+        self._lookups: Any = None  # their threads (_lookup_pool)
         self._groups_in_flight = 0
         # Postgres may run a second group while the first one's commit is flushed: its
         # transaction waits on the chain-head lock, so the next commit starts the moment the
@@ -187,7 +189,11 @@ class EventStore:
 
     def close(self) -> None:
         with self._group_lock:
-            conns, self._append_conns = self._append_conns, []
+            lookups, self._lookups = self._lookups, None
+        if lookups is not None:
+            lookups.shutdown(wait=True)
+        with self._group_lock:
+            conns, self._append_conns, self._lookup_conns = self._append_conns + self._lookup_conns, [], []
         for conn in conns:
             conn.close()
         self.engine.dispose()
@@ -485,8 +491,15 @@ class EventStore:
             if self.backend.name == "postgresql" and self.backend.needs_partitions(self.clock()):
                 with self._cursor() as (conn, _):
                     self.backend.prepare_partitions(conn, self.clock())
-            with self._append_transaction() as cur:
-                self._append_group(cur, group, commit=True)
+            try:
+                with self._append_transaction() as cur:
+                    self._append_group(cur, group, commit=True, concurrent_lookup=True)
+            except _StoredIdsFound:
+                # Rolled back: some ids were stored already (a retry). Redo with the lookup first.
+                for r in group:
+                    r.result, r.error, r.done = None, None, False
+                with self._append_transaction() as cur:
+                    self._append_group(cur, group, commit=True)
         except BaseException as exc:
             for r in group:
                 if not r.done:
@@ -508,14 +521,34 @@ class EventStore:
         self._append_group(cur, [req], commit)
         return req.outcome()
 
-    def _append_group(self, cur: Any, group: list[_AppendRequest], commit: bool) -> None:
+    def _append_group(
+        self, cur: Any, group: list[_AppendRequest], commit: bool, concurrent_lookup: bool = False
+    ) -> None:
         b = self.backend
         # Ids are looked up as they come, repeats included (the lookups return each stored id
         # once per repeat at most, and `found` is a dict); deduplicating 5,000 UUIDs first cost
         # more than the repeats ever could.
         ids = [e.event_id for r in group for e in r.items]
         stream_ids = list({e.stream_id: None for r in group for e in r.items})
-        (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
+        pending = None
+        if (
+            concurrent_lookup
+            and len(ids) >= getattr(b, "stream_threshold", len(ids) + 1)
+            and hasattr(b, "lock_state")
+            and all(r.expected_version is None for r in group)
+        ):
+            # A large append on Postgres plans as if none of its ids were stored (so they
+            # nearly always are not: ids repeat only when an append is retried) and looks them
+            # up on a second connection while this one encodes and copies; before anything
+            # commits, _write_plan waits for that lookup, and if it found any, the transaction
+            # is rolled back and _commit_group redoes the group with the lookup first. The
+            # database runs the lookup (a hash-index probe per id) beside the COPY instead of
+            # before it. Expected versions need the lookup before planning: not done this way.
+            (head_pos, head_hash, head_ts), current = b.lock_state(cur, stream_ids)
+            pending = self._lookup_pool().submit(self._lookup_ids, ids)
+            found: dict[Any, int] = {}
+        else:
+            (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
         # Event ids are keyed by their integer from here: a UUID's hash and == are Python code,
         # an int's are not.
         positions = {(k if isinstance(k, uuid.UUID) else uuid.UUID(str(k))).int: p for k, p in found.items()}
@@ -523,10 +556,51 @@ class EventStore:
         recorded = now if now > head_ts else head_ts  # keeps recorded_at monotonic in position
         recorded_iso = iso(recorded)
         plan = _Plan(group, positions, current, head_pos)
-        self._write_plan(cur, plan, head_hash, recorded, recorded_iso, commit)
+        try:
+            self._write_plan(cur, plan, head_hash, recorded, recorded_iso, commit, pending)
+        finally:
+            if pending is not None:
+                pending.cancel()  # not started yet (the write failed early): never run it
+
+    def _lookup_pool(self) -> Any:
+        with self._group_lock:
+            if self._lookups is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._lookups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loomdb-lookup")
+            return self._lookups
+
+    def _lookup_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """PostgresBackend.lookup_ids on a pooled autocommit connection of its own (each
+        statement a snapshot of its own: it sees whatever committed before it started)."""
+        import psycopg
+
+        from loomos.loomdb.backend_postgres import LOOKUP_SETTINGS
+
+        with self._group_lock:
+            conn = self._lookup_conns.pop() if self._lookup_conns else None
+        if conn is None or conn.closed:
+            url = make_url(self.url).set(drivername="postgresql")
+            conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+            conn.execute("; ".join(f"SET {s}" for s in LOOKUP_SETTINGS))
+        try:
+            found = self.backend.lookup_ids(conn, ids)
+        except BaseException:
+            conn.close()
+            raise
+        with self._group_lock:
+            self._lookup_conns.append(conn)
+        return found
 
     def _write_plan(
-        self, cur: Any, plan: _Plan, head_hash: str, recorded: datetime, recorded_iso: str, commit: bool
+        self,
+        cur: Any,
+        plan: _Plan,
+        head_hash: str,
+        recorded: datetime,
+        recorded_iso: str,
+        commit: bool,
+        pending: Any = None,
     ) -> None:
         b = self.backend
         planned: Any = plan
@@ -539,6 +613,8 @@ class EventStore:
             return
         prev = head_hash
         b.ensure_partitions(cur, [{"recorded_at": recorded}])
+        if pending is not None:
+            planned = _stop_if_stored(planned, pending)
         if count >= getattr(b, "stream_threshold", count + 1):
             # Otherwise the plan is made while it is encoded and copied: assigning positions to
             # 5,000 events then costs Python time that the database's COPY waits out anyway.
@@ -555,6 +631,13 @@ class EventStore:
                     row = self._row(e, v, p, sv, recorded, recorded_iso, prev)
                     prev = row["hash"]
                     rows.append(row)
+        if pending is not None:
+            try:
+                stored = pending.result()
+            except Exception as exc:  # the lookup failed: redo the careful way, which reports it
+                raise _StoredIdsFound from exc
+            if stored:
+                raise _StoredIdsFound
         b.write(cur, rows, plan.streams, plan.position, prev, recorded, commit)
 
     @staticmethod
@@ -811,7 +894,7 @@ class EventStore:
     def verify(self, deep_archives: bool = False) -> VerifyReport:
         """Walk the archive manifests and every stored event in position order; report the first
         altered, inserted or deleted event, and compare the end of the chain with the head."""
-        from loomos.loomdb.retention import read_archive
+        from loomos.loomdb.retention import ArchiveMissing, deep_archive
 
         report = VerifyReport()
         expected_pos, expected_prev = 1, GENESIS_HASH
@@ -823,17 +906,26 @@ class EventStore:
                     f"archive {m['period']} does not continue the chain at position {expected_pos}",
                 )
             if deep_archives:
-                walker = ChainWalker(report, expected_pos, expected_prev)
+                # A purged (or expired and gone) archive has no events left to re-hash: its
+                # manifest's hashes link the chain. An object missing before its expiry is a
+                # deletion.
                 try:
-                    rows = list(read_archive(m["uri"], m["sha256"]))
+                    found = deep_archive(self, m)
                 except LoomDBError as exc:
-                    return report.fail(expected_pos, "altered", f"archive {m['period']}: {exc}")
-                if not walker.feed_all(rows):
-                    return report
-                if walker.prev_hash != m["last_hash"] or walker.next_position != m["last_position"] + 1:
-                    return report.fail(
-                        m["last_position"], "deleted", f"archive {m['period']} ends before its manifest says"
-                    )
+                    kind = "deleted" if isinstance(exc, ArchiveMissing) else "altered"
+                    return report.fail(expected_pos, kind, f"archive {m['period']}: {exc}")
+                if found.note is not None:
+                    report.notes.append(f"archive {m['period']}: {found.note}")
+                if found.rows is not None:
+                    walker = ChainWalker(report, expected_pos, expected_prev)
+                    if not walker.feed_all(found.rows):
+                        return report
+                    if walker.prev_hash != m["last_hash"] or walker.next_position != m["last_position"] + 1:
+                        return report.fail(
+                            m["last_position"],
+                            "deleted",
+                            f"archive {m['period']} ends before its manifest says",
+                        )
             report.archives_checked += 1
             expected_pos, expected_prev = m["last_position"] + 1, m["last_hash"]
         walker = ChainWalker(report, expected_pos, expected_prev)
@@ -914,6 +1006,21 @@ class _AppendRequest:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+class _StoredIdsFound(Exception):
+    """A concurrent id lookup found ids the append planned as new: roll back and redo."""
+
+
+def _stop_if_stored(plan: Iterable[Any], pending: Any) -> Iterator[Any]:
+    """`plan`, stopped with _StoredIdsFound as soon as the concurrent lookup is seen to have
+    found stored ids (or failed): a retried batch is not copied whole before it is redone."""
+    for n, item in enumerate(plan):
+        if n % 256 == 0 and pending is not None and pending.done():
+            if pending.exception() is not None or pending.result():
+                raise _StoredIdsFound
+            pending = None  # nothing stored: no need to look again
+        yield item
 
 
 class _Plan:

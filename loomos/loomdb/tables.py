@@ -66,3 +66,4 @@ class ArchiveManifest(SQLModel, table=True):
     period_end: datetime
     archived_at: datetime
     expires_at: datetime
+    purged_at: datetime | None = None  # the archive object was deleted (retention.purge_expired)
