@@ -582,7 +582,15 @@ class EventStore:
         if conn is None or conn.closed:
             url = make_url(self.url).set(drivername="postgresql")
             conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-            conn.execute("; ".join(f"SET {s}" for s in LOOKUP_SETTINGS))
+            # lock_timeout: this connection must never wait long for a table lock. Someone's
+            # DDL on the event table (a new partition, retention dropping one) queues for an
+            # exclusive lock behind the append's COPY, and this lookup's shared lock would
+            # queue behind that request while the append waits for the lookup: a wait cycle
+            # through this process that Postgres cannot see. Timed out, the lookup fails, the
+            # append rolls back (letting the DDL through) and is redone the careful way.
+            conn.execute(
+                "; ".join(f"SET {s}" for s in (*LOOKUP_SETTINGS, f"lock_timeout = '{LOOKUP_LOCK_TIMEOUT}'"))
+            )
         try:
             found = self.backend.lookup_ids(conn, ids)
         except BaseException:
@@ -1006,6 +1014,9 @@ class _AppendRequest:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+LOOKUP_LOCK_TIMEOUT = "1s"  # see _lookup_ids
 
 
 class _StoredIdsFound(Exception):

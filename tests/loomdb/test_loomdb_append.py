@@ -515,3 +515,75 @@ def test_a_failed_concurrent_lookup_falls_back_to_the_careful_path(pg_schema_url
         assert st.head()[0] == len(batch) and st.verify().ok
     finally:
         st.close()
+
+
+@pytest.mark.postgres
+def test_ddl_queued_behind_a_copy_does_not_deadlock_the_concurrent_lookup(pg_schema_url, pg_admin):
+    """Someone's DDL on the event table (retention dropping a partition, a new month's
+    partition) queues for an exclusive lock behind a large append's COPY; the append's id
+    lookup, on its second connection, would queue behind the DDL while the append waits for it.
+    The lookup's lock_timeout breaks that cycle: the append rolls back, lets the DDL through
+    and is redone, well before the DDL's own 8 s lock_timeout would have given up."""
+    import threading
+    import time
+
+    import psycopg
+
+    st = open_event_store(pg_schema_url)
+    blocker = psycopg.connect(pg_schema_url.replace("+psycopg", ""))
+    try:
+        st.append(ev("warm-up"))  # this month's partitions exist
+        schema = st.schema_name
+        queued = threading.Event()
+        ddl: dict[str, object] = {}
+
+        def locks(mode: str, granted: bool) -> int:
+            return pg_admin.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'loomdb_events' AND c.relnamespace = %s::regnamespace "
+                "AND l.mode = %s AND l.granted = %s",
+                [schema, mode, granted],
+            ).fetchone()[0]
+
+        def exclusive_ddl() -> None:
+            deadline = time.monotonic() + 20
+            while locks("RowExclusiveLock", True) == 0 and time.monotonic() < deadline:
+                time.sleep(0.002)  # until the append's COPY holds the table
+            blocker.execute("SET lock_timeout = '8s'")
+            t0 = time.monotonic()
+            try:
+                blocker.execute("LOCK TABLE loomdb_events IN ACCESS EXCLUSIVE MODE")
+                ddl["waited"] = time.monotonic() - t0
+            except psycopg.errors.LockNotAvailable as exc:
+                ddl["error"] = exc
+            blocker.rollback()
+
+        original = st._lookup_ids
+
+        def late_lookup(ids):
+            threading.Thread(target=watch, daemon=True).start()
+            queued.wait(20)  # the DDL is queued: now the lookup's lock request lines up behind it
+            return original(ids)
+
+        def watch() -> None:
+            deadline = time.monotonic() + 20
+            while locks("AccessExclusiveLock", False) == 0 and time.monotonic() < deadline:
+                time.sleep(0.002)
+            queued.set()
+
+        st._lookup_ids = late_lookup
+        ddl_thread = threading.Thread(target=exclusive_ddl)
+        ddl_thread.start()
+        batch = [_varied(i) for i in range(4000)]
+        t0 = time.monotonic()
+        positions = st.append_many(batch)
+        elapsed = time.monotonic() - t0
+        ddl_thread.join(30)
+        assert queued.is_set(), "the DDL never queued behind the COPY: the test did not set up the cycle"
+        assert "error" not in ddl, ddl
+        assert ddl["waited"] < 6 and elapsed < 6, (ddl, elapsed)
+        assert positions == list(range(2, len(batch) + 2))
+        assert st.head()[0] == len(batch) + 1 and st.verify().ok
+    finally:
+        blocker.close()
+        st.close()
