@@ -1,10 +1,9 @@
 """Postgres backend: production. Writers serialise on the chain-head row (SELECT ... FOR UPDATE),
 so a position is assigned only after every lower position has committed: a reader following
 "position > last seen" can never skip a late commit. Large batches go in by binary COPY, built
-here while the rows are hashed; their ids (the idempotency keys, in a hash index) are looked up
-on a second connection during the COPY (EventStore._append_group). The event table is
-range-partitioned by recorded_at (one partition per month, created on demand). Commits NOTIFY
-a per-schema channel that live subscribers LISTEN on.
+here while the rows are hashed. The event table is range-partitioned by recorded_at (one
+partition per month, created on demand). Commits NOTIFY a per-schema channel that live
+subscribers LISTEN on.
 """
 
 from __future__ import annotations
@@ -527,21 +526,6 @@ class PostgresBackend:
         existing = self.lookup_ids(cc.connection, ids)
         cc.execute("; ".join(f"SET LOCAL {s.split(' = ')[0]} TO DEFAULT" for s in LOOKUP_SETTINGS))
         return (int(pos), h, ts), existing, versions
-
-    def lock_state(self, cur: Any, stream_ids: list[str]) -> tuple[tuple[int, str, datetime], dict[str, int]]:
-        """Begin (on an autocommit connection), lock the head and read the streams' versions in
-        one round trip, without the id lookup: EventStore runs that on a connection of its own
-        (lookup_ids) while this one copies. Started after this returns, the lookup sees every
-        append that committed before the lock was granted, as read_state's would."""
-        import psycopg
-
-        conn = cur.connection
-        cc = psycopg.ClientCursor(conn)
-        begin = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        cc.execute(("BEGIN; " if begin else "") + _LOCK_HEAD + "; " + _STREAM_VERSIONS, (stream_ids,))
-        head, stream_rows = _result_sets(cc)
-        (pos, h, ts) = head[0]
-        return (int(pos), h, ts), {sid: int(n) for _, sid, n in stream_rows}
 
     @staticmethod
     def lookup_ids(conn: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:

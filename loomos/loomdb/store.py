@@ -19,7 +19,7 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -172,8 +172,6 @@ class EventStore:
         self._group_lock = threading.Lock()
         self._group_queue: list[_AppendRequest] = []
         self._append_conns: list[Any] = []  # Postgres: idle connections for group commits
-        self._lookup_conns: list[Any] = []  # Postgres: idle connections for concurrent id lookups
-        self._lookups: Any = None  # their threads (_lookup_pool)
         self._groups_in_flight = 0
         # Postgres may run a second group while the first one's commit is flushed: its
         # transaction waits on the chain-head lock, so the next commit starts the moment the
@@ -189,11 +187,7 @@ class EventStore:
 
     def close(self) -> None:
         with self._group_lock:
-            lookups, self._lookups = self._lookups, None
-        if lookups is not None:
-            lookups.shutdown(wait=True)
-        with self._group_lock:
-            conns, self._append_conns, self._lookup_conns = self._append_conns + self._lookup_conns, [], []
+            conns, self._append_conns = self._append_conns, []
         for conn in conns:
             conn.close()
         self.engine.dispose()
@@ -491,15 +485,8 @@ class EventStore:
             if self.backend.name == "postgresql" and self.backend.needs_partitions(self.clock()):
                 with self._cursor() as (conn, _):
                     self.backend.prepare_partitions(conn, self.clock())
-            try:
-                with self._append_transaction() as cur:
-                    self._append_group(cur, group, commit=True, concurrent_lookup=True)
-            except _StoredIdsFound:
-                # Rolled back: some ids were stored already (a retry). Redo with the lookup first.
-                for r in group:
-                    r.result, r.error, r.done = None, None, False
-                with self._append_transaction() as cur:
-                    self._append_group(cur, group, commit=True)
+            with self._append_transaction() as cur:
+                self._append_group(cur, group, commit=True)
         except BaseException as exc:
             for r in group:
                 if not r.done:
@@ -521,34 +508,14 @@ class EventStore:
         self._append_group(cur, [req], commit)
         return req.outcome()
 
-    def _append_group(
-        self, cur: Any, group: list[_AppendRequest], commit: bool, concurrent_lookup: bool = False
-    ) -> None:
+    def _append_group(self, cur: Any, group: list[_AppendRequest], commit: bool) -> None:
         b = self.backend
         # Ids are looked up as they come, repeats included (the lookups return each stored id
         # once per repeat at most, and `found` is a dict); deduplicating 5,000 UUIDs first cost
         # more than the repeats ever could.
         ids = [e.event_id for r in group for e in r.items]
         stream_ids = list({e.stream_id: None for r in group for e in r.items})
-        pending = None
-        if (
-            concurrent_lookup
-            and len(ids) >= getattr(b, "stream_threshold", len(ids) + 1)
-            and hasattr(b, "lock_state")
-            and all(r.expected_version is None for r in group)
-        ):
-            # A large append on Postgres plans as if none of its ids were stored (so they
-            # nearly always are not: ids repeat only when an append is retried) and looks them
-            # up on a second connection while this one encodes and copies; before anything
-            # commits, _write_plan waits for that lookup, and if it found any, the transaction
-            # is rolled back and _commit_group redoes the group with the lookup first. The
-            # database runs the lookup (a hash-index probe per id) beside the COPY instead of
-            # before it. Expected versions need the lookup before planning: not done this way.
-            (head_pos, head_hash, head_ts), current = b.lock_state(cur, stream_ids)
-            pending = self._lookup_pool().submit(self._lookup_ids, ids)
-            found: dict[Any, int] = {}
-        else:
-            (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
+        (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
         # Event ids are keyed by their integer from here: a UUID's hash and == are Python code,
         # an int's are not.
         positions = {(k if isinstance(k, uuid.UUID) else uuid.UUID(str(k))).int: p for k, p in found.items()}
@@ -556,49 +523,7 @@ class EventStore:
         recorded = now if now > head_ts else head_ts  # keeps recorded_at monotonic in position
         recorded_iso = iso(recorded)
         plan = _Plan(group, positions, current, head_pos)
-        try:
-            self._write_plan(cur, plan, head_hash, recorded, recorded_iso, commit, pending)
-        finally:
-            if pending is not None:
-                pending.cancel()  # not started yet (the write failed early): never run it
-
-    def _lookup_pool(self) -> Any:
-        with self._group_lock:
-            if self._lookups is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._lookups = ThreadPoolExecutor(max_workers=2, thread_name_prefix="loomdb-lookup")
-            return self._lookups
-
-    def _lookup_ids(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """PostgresBackend.lookup_ids on a pooled autocommit connection of its own (each
-        statement a snapshot of its own: it sees whatever committed before it started)."""
-        import psycopg
-
-        from loomos.loomdb.backend_postgres import LOOKUP_SETTINGS
-
-        with self._group_lock:
-            conn = self._lookup_conns.pop() if self._lookup_conns else None
-        if conn is None or conn.closed:
-            url = make_url(self.url).set(drivername="postgresql")
-            conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-            # lock_timeout: this connection must never wait long for a table lock. Someone's
-            # DDL on the event table (a new partition, retention dropping one) queues for an
-            # exclusive lock behind the append's COPY, and this lookup's shared lock would
-            # queue behind that request while the append waits for the lookup: a wait cycle
-            # through this process that Postgres cannot see. Timed out, the lookup fails, the
-            # append rolls back (letting the DDL through) and is redone the careful way.
-            conn.execute(
-                "; ".join(f"SET {s}" for s in (*LOOKUP_SETTINGS, f"lock_timeout = '{LOOKUP_LOCK_TIMEOUT}'"))
-            )
-        try:
-            found = self.backend.lookup_ids(conn, ids)
-        except BaseException:
-            conn.close()
-            raise
-        with self._group_lock:
-            self._lookup_conns.append(conn)
-        return found
+        self._write_plan(cur, plan, head_hash, recorded, recorded_iso, commit)
 
     def _write_plan(
         self,
@@ -608,7 +533,6 @@ class EventStore:
         recorded: datetime,
         recorded_iso: str,
         commit: bool,
-        pending: Any = None,
     ) -> None:
         b = self.backend
         planned: Any = plan
@@ -621,8 +545,6 @@ class EventStore:
             return
         prev = head_hash
         b.ensure_partitions(cur, [{"recorded_at": recorded}])
-        if pending is not None:
-            planned = _stop_if_stored(planned, pending)
         if count >= getattr(b, "stream_threshold", count + 1):
             # Otherwise the plan is made while it is encoded and copied: assigning positions to
             # 5,000 events then costs Python time that the database's COPY waits out anyway.
@@ -639,13 +561,6 @@ class EventStore:
                     row = self._row(e, v, p, sv, recorded, recorded_iso, prev)
                     prev = row["hash"]
                     rows.append(row)
-        if pending is not None:
-            try:
-                stored = pending.result()
-            except Exception as exc:  # the lookup failed: redo the careful way, which reports it
-                raise _StoredIdsFound from exc
-            if stored:
-                raise _StoredIdsFound
         b.write(cur, rows, plan.streams, plan.position, prev, recorded, commit)
 
     @staticmethod
@@ -1014,24 +929,6 @@ class _AppendRequest:
             raise self.error
         assert self.result is not None
         return self.result
-
-
-LOOKUP_LOCK_TIMEOUT = "1s"  # see _lookup_ids
-
-
-class _StoredIdsFound(Exception):
-    """A concurrent id lookup found ids the append planned as new: roll back and redo."""
-
-
-def _stop_if_stored(plan: Iterable[Any], pending: Any) -> Iterator[Any]:
-    """`plan`, stopped with _StoredIdsFound as soon as the concurrent lookup is seen to have
-    found stored ids (or failed): a retried batch is not copied whole before it is redone."""
-    for n, item in enumerate(plan):
-        if n % 256 == 0 and pending is not None and pending.done():
-            if pending.exception() is not None or pending.result():
-                raise _StoredIdsFound
-            pending = None  # nothing stored: no need to look again
-        yield item
 
 
 class _Plan:
