@@ -3,12 +3,24 @@ become visible in order by construction; subscribers poll."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import uuid
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from loomos.loomdb.hashchain import EVENT_COLUMNS, iso, string_list_text
+from loomos.loomdb.hashchain import (
+    CONTEXT_COLUMNS,
+    EVENT_COLUMNS,
+    context_key,
+    context_values,
+    iso,
+    json_fragment,
+    json_text,
+    string_list_text,
+)
 
 JSON_COLUMNS = frozenset({"roles", "tags", "data", "metadata"})
 TIME_COLUMNS = frozenset({"occurred_at", "recorded_at"})
@@ -23,6 +35,124 @@ def _dumps(v: Any) -> str:
 
 def parse_ts(v: str) -> datetime:
     return datetime.fromisoformat(v)
+
+
+# --- appends: hash input and row tuple from the same cached fragments ------------------------
+# What EventStore._row and db_row make of an event, built in one pass: an event source repeats
+# its audit and security context, event types, streams and tags, so their canonical JSON
+# fragments (hashchain.json_fragment, the text those values take inside the hashed scalar
+# array) and their column values are made once and reused; per event only the ids, positions,
+# times and data are encoded, and no row dict is built. The hashed text is exactly
+# hashchain.hash_values's (verify() re-derives every stored hash with event_hash), and each
+# tuple holds exactly what db_row stores for the row dict (test_loomdb_sqlite_batch compares
+# both paths column by column).
+_I_ROLES = CONTEXT_COLUMNS.index("roles")
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_sha256 = hashlib.sha256
+# NULL as the rows bind it. SQLite stores a NaN bound as a double as NULL (sqlite3_bind_double
+# sets a NaN to NULL), and sqlite3 binds a float directly, while None goes through its adapter
+# lookup first: about 0.25 us per NULL, and a typical event has 15 or more of them (unused
+# context columns, correlation ids, schema version, retention). The stored value is the same
+# NULL (test_loomdb_sqlite_batch compares the rows with the row path's, typeof included).
+_NULL = float("nan")
+
+
+@functools.lru_cache(maxsize=1024)
+def _context_parts(key: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """JSON fragment and column values (roles as its JSON text, NULL as _NULL) of context_key's
+    columns."""
+    values = [_NULL if v is None else v for v in key]
+    values[_I_ROLES] = string_list_text(key[_I_ROLES])
+    return json_fragment(context_values(key)), tuple(values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _type_json(event_type: str, schema_version: str | None) -> str:
+    return json_fragment([event_type, schema_version])
+
+
+@functools.lru_cache(maxsize=4096)
+def _stream_json(stream_id: str) -> str:
+    return json_fragment([stream_id])
+
+
+@functools.lru_cache(maxsize=1024)
+def _tags_parts(tags: tuple[str, ...], priority: str) -> tuple[str, str, str]:
+    """JSON fragment of tags and priority, the tags column's text and the priority's."""
+    return json_fragment([list(tags), str(priority)]), string_list_text(tags), str(priority)
+
+
+def _iso_second(second: int) -> str:
+    """iso() of the UTC time `second` seconds after 2000-01-01, up to the decimal point."""
+    text = (_EPOCH + timedelta(seconds=second)).isoformat(timespec="microseconds")
+    assert text.endswith(".000000+00:00")
+    return text[:-12]
+
+
+class PlannedRows(list):  # type: ignore[type-arg]
+    """plan_rows's rows: tuples in EVENT_COLUMNS order, ready for the INSERT."""
+
+
+def plan_rows(
+    plan: Iterable[tuple[Any, str | None, int, int]], recorded_iso: str, prev: str
+) -> tuple[PlannedRows, str]:
+    """Hash planned appends ((event, schema_version, position, stream_version) in chain order)
+    into row tuples; returns them and the last hash."""
+    rows = PlannedRows()
+    append = rows.append
+    seconds: dict[int, str] = {}  # ISO text of occurred_at up to the seconds, per second
+    recorded_json = f'"{recorded_iso}"'
+    for e, v, p, sv in plan:
+        c_json, c_values = _context_parts(context_key(e))
+        etype, sid = e.event_type, e.stream_id
+        g_json, tags_text, priority = _tags_parts(tuple(e.tags), e.priority)
+        occ = e.occurred_at
+        if occ.tzinfo is not UTC:
+            occ = occ.astimezone(UTC)  # what hashchain.iso does (a naive time is local time)
+        second, micro = divmod((occ - _EPOCH) // _MICROSECOND, 1_000_000)
+        occ_prefix = seconds.get(second)
+        if occ_prefix is None:
+            occ_prefix = seconds[second] = _iso_second(second)
+        occ_text = f"{occ_prefix}{micro:06d}+00:00"
+        corr, caus = e.correlation_id, e.causation_id
+        o_json = "null,null" if corr is None and caus is None else json_fragment([corr, caus])
+        ret = e.retention_days
+        r_json = "null" if ret is None else str(ret) if type(ret) is int else json_fragment([ret])
+        data_json, meta_json = json_text(e.data), json_text(e.metadata)
+        x = f"{e.event_id.int:032x}"
+        eid = f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"  # str(event_id)
+        # json_fragment([position, str(event_id)]) etc.: ints, a UUID's text, ISO times and hex
+        # hashes need no JSON escaping, so they are written directly.
+        head = (
+            f'[{int(p)},"{eid}",{_type_json(etype, v)},{_stream_json(sid)},{int(sv)},"{occ_text}",'
+            f'{recorded_json},{o_json},{c_json},{g_json},{r_json},"{prev}"]'
+        )
+        h = _sha256(f"{head}\x1e{data_json}\x1e{meta_json}".encode()).hexdigest()  # hash_text
+        append(
+            (
+                p,
+                eid,
+                etype,
+                _NULL if v is None else v,
+                sid,
+                sv,
+                occ_text,
+                recorded_iso,
+                _NULL if corr is None else corr,
+                _NULL if caus is None else caus,
+                *c_values,
+                tags_text,
+                priority,
+                data_json,
+                meta_json,
+                _NULL if ret is None else ret,
+                prev,
+                h,
+            )
+        )
+        prev = h
+    return rows, prev
 
 
 class SqliteBackend:
@@ -84,16 +214,19 @@ class SqliteBackend:
         return row
 
     def existing_ids(self, cur: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-        found: dict[uuid.UUID, int] = {}
-        for i in range(0, len(ids), 500):
-            chunk = [str(x) for x in ids[i : i + 500]]
-            cur.execute(
-                "SELECT event_id, position FROM loomdb_events "
-                f"WHERE event_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            found.update({uuid.UUID(e): int(p) for e, p in cur.fetchall()})
-        return found
+        """The stored positions of `ids` (repeats allowed): one statement, the ids as one JSON
+        array parameter (a UUID's text needs no escaping), each probed in the event_id index."""
+        if not ids:
+            return {}
+        texts = []
+        for u in ids:
+            x = f"{u.int:032x}"
+            texts.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")  # str(u)
+        cur.execute(
+            "SELECT event_id, position FROM loomdb_events WHERE event_id IN (SELECT value FROM json_each(?))",
+            ('["' + '","'.join(texts) + '"]',),
+        )
+        return {uuid.UUID(e): int(p) for e, p in cur.fetchall()}
 
     def stream_versions(self, cur: Any, stream_ids: list[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -107,8 +240,17 @@ class SqliteBackend:
             found.update({s: int(v) for s, v in cur.fetchall()})
         return found
 
-    def insert_events(self, cur: Any, rows: list[dict[str, Any]]) -> None:
-        cur.executemany(_INSERT, [self.db_row(r) for r in rows])
+    def insert_events(self, cur: Any, rows: list[dict[str, Any]] | PlannedRows) -> None:
+        if isinstance(rows, PlannedRows):
+            cur.executemany(_INSERT, rows)
+        else:
+            cur.executemany(_INSERT, [self.db_row(r) for r in rows])
+
+    def plan_rows(
+        self, plan: Any, recorded: datetime, recorded_iso: str, prev: str
+    ) -> tuple[PlannedRows, str]:
+        """Hash planned appends into row tuples for write(); returns them and the last hash."""
+        return plan_rows(plan, recorded_iso, prev)
 
     def read_state(
         self, cur: Any, ids: list[uuid.UUID], stream_ids: list[str]
@@ -118,7 +260,7 @@ class SqliteBackend:
     def write(
         self,
         cur: Any,
-        rows: list[dict[str, Any]],
+        rows: list[dict[str, Any]] | PlannedRows,
         streams: dict[str, tuple[int, int]],
         position: int,
         h: str,
