@@ -12,10 +12,13 @@ import functools
 import operator
 import struct
 import uuid
+import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import psycopg.generators
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from psycopg.types.json import Jsonb
@@ -386,9 +389,12 @@ class UuidArray(bytes):
     """A uuid[] parameter already in Postgres's binary array form (see uuid_array)."""
 
 
+_UUID_ARRAY_OID = 2951
+
+
 class _UuidArrayDumper(Dumper):
     format = Format.BINARY
-    oid = 2951  # uuid[]
+    oid = _UUID_ARRAY_OID
 
     def dump(self, obj: UuidArray) -> bytes:
         return obj
@@ -405,6 +411,42 @@ def uuid_array(ids: list[uuid.UUID]) -> UuidArray:
 
 
 psycopg.adapters.register_dumper(UuidArray, _UuidArrayDumper)
+
+
+# The id lookup of a large append, sent with libpq's calls directly: psycopg's cursor would wait
+# for the result, and the point is not to (read_state's `meanwhile`). Prepared once per
+# connection (connections are pooled), its result comes back in binary: 16-byte uuids and int8s.
+_LOOKUP_NAME = b"loomdb_lookup_ids"
+_LOOKUP_PG = _LOOKUP_IDS.replace("%s", "$1").encode()
+_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _send_lookup(conn: Any, ids: list[uuid.UUID]) -> None:
+    pg = conn.pgconn
+    if conn not in _prepared:
+        pg.send_prepare(_LOOKUP_NAME, _LOOKUP_PG, param_types=[_UUID_ARRAY_OID])
+        _check(conn, conn.wait(psycopg.generators.fetch_many(pg)), psycopg.pq.ExecStatus.COMMAND_OK)
+        _prepared.add(conn)
+    pg.send_query_prepared(_LOOKUP_NAME, [bytes(uuid_array(ids))], param_formats=[1], result_format=1)
+    conn.wait(psycopg.generators.send(pg))
+
+
+def _fetch_lookup(conn: Any) -> dict[uuid.UUID, int]:
+    results = conn.wait(psycopg.generators.fetch_many(conn.pgconn))
+    _check(conn, results, psycopg.pq.ExecStatus.TUPLES_OK)
+    found: dict[uuid.UUID, int] = {}
+    for res in results:
+        for i in range(res.ntuples):
+            found[uuid.UUID(bytes=bytes(res.get_value(i, 0)))] = int.from_bytes(
+                res.get_value(i, 1), "big", signed=True
+            )
+    return found
+
+
+def _check(conn: Any, results: list[Any], ok: Any) -> None:
+    for res in results:
+        if res.status != ok:
+            raise psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
 def month_start(ts: datetime) -> datetime:
@@ -462,8 +504,15 @@ class PostgresBackend:
             out[_I_TAGS] = Jsonb(string_list_text(tuple(row["tags"])), dumps=_as_is)
         return tuple(out)
 
+    # read_state runs `meanwhile` while the server looks the ids of a large append up.
+    overlaps_lookup = True
+
     def read_state(
-        self, cur: Any, ids: list[uuid.UUID], stream_ids: list[str]
+        self,
+        cur: Any,
+        ids: list[uuid.UUID],
+        stream_ids: list[str],
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[tuple[int, str, datetime], dict[uuid.UUID, int], dict[str, int]]:
         """Lock the head, then read which ids exist and the streams' versions: one round trip.
         The two statements go as one simple query (values bound client-side, escaped by
@@ -481,7 +530,9 @@ class PostgresBackend:
         lock = ("BEGIN; " if begin else "") + _LOCK_HEAD + "; "
         streams = _STREAM_VERSIONS
         if len(ids) >= COPY_THRESHOLD:
-            return self._read_state_large(cc, lock, streams, ids, stream_ids)
+            return self._read_state_large(cc, lock, streams, ids, stream_ids, meanwhile)
+        if meanwhile is not None:
+            meanwhile()
         # Small lookups (group commits of single appends) go in one simple query with the head
         # lock: one round trip. They probe the event_id index once per id (LATERAL, kept from
         # being flattened by OFFSET 0): before the table is analyzed the planner takes event_id
@@ -510,30 +561,36 @@ class PostgresBackend:
         return (int(pos), h, ts), existing, versions
 
     def _read_state_large(
-        self, cc: Any, lock: str, streams: str, ids: list[uuid.UUID], stream_ids: list[str]
+        self,
+        cc: Any,
+        lock: str,
+        streams: str,
+        ids: list[uuid.UUID],
+        stream_ids: list[str],
+        meanwhile: Callable[[], None] | None,
     ) -> tuple[tuple[int, str, datetime], dict[uuid.UUID, int], dict[str, int]]:
         """read_state for a large batch: three round trips instead of one, which is nothing next
         to what the ids cost as text. A 5,000-id literal took 4.5 ms to escape, send and parse
         alone; as a binary uuid[] parameter (16 bytes an id, built here in one join) it is a
         fraction of that. A bound parameter needs the extended protocol, one statement at a
         time, so the head lock and stream versions go first in one simple query, then the id
-        lookup (LOOKUP_SETTINGS around it)."""
+        lookup (LOOKUP_SETTINGS around it). The lookup is sent without waiting for it: the
+        server probes the ids (about 3 ms for 5,000) while `meanwhile` runs here (the caller
+        validates the batch), in this thread, so no second thread contends for the GIL."""
         settings = "".join(f"SET LOCAL {s}; " for s in LOOKUP_SETTINGS)
         cc.execute(lock + settings + streams, (stream_ids,))
         head, stream_rows = _result_sets(cc)
         (pos, h, ts) = head[0]
         versions = {sid: int(n) for _, sid, n in stream_rows}
-        existing = self.lookup_ids(cc.connection, ids)
+        conn = cc.connection
+        _send_lookup(conn, ids)
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        finally:
+            existing = _fetch_lookup(conn)  # the connection must be free again, whatever happened
         cc.execute("; ".join(f"SET LOCAL {s.split(' = ')[0]} TO DEFAULT" for s in LOOKUP_SETTINGS))
         return (int(pos), h, ts), existing, versions
-
-    @staticmethod
-    def lookup_ids(conn: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-        """Which of `ids` are stored, and where: one bitmap scan of the event_id hash index for
-        a uuid[] sent in binary. Run with LOOKUP_SETTINGS in effect."""
-        cur = conn.cursor()
-        cur.execute(_LOOKUP_IDS, (uuid_array(ids),))
-        return {e: int(n) for e, n in cur.fetchall()}
 
     def write(
         self,

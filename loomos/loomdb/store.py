@@ -30,7 +30,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 
-from loomos.loomdb.backend_postgres import PostgresBackend
+from loomos.loomdb.backend_postgres import COPY_THRESHOLD, PostgresBackend
 from loomos.loomdb.backend_sqlite import SqliteBackend
 from loomos.loomdb.errors import ConcurrencyError, InvalidEvent, LoomDBError, QueryError, SchemaError
 from loomos.loomdb.events import (
@@ -393,6 +393,10 @@ class EventStore:
             streams = {e.stream_id for e in items}
             if len(streams) != 1:
                 raise LoomDBError(f"expected_version needs all events in one stream, got {sorted(streams)}")
+        if len(items) >= COPY_THRESHOLD and getattr(self.backend, "overlaps_lookup", False):
+            # Validated by the group's leader while the server looks the ids up (_append_group):
+            # None marks the request as not validated yet.
+            return self._append_validated(items, None, expected_version)
         versions = self._validate(items)
         return self._append_validated(items, versions, expected_version)
 
@@ -432,7 +436,7 @@ class EventStore:
         return versions
 
     def _append_validated(
-        self, items: list[NewEvent], versions: list[str | None], expected_version: int | None
+        self, items: list[NewEvent], versions: list[str | None] | None, expected_version: int | None
     ) -> list[int]:
         """Group commit: concurrent callers queue their appends; a caller that finds fewer than
         `_max_groups_in_flight` groups being committed takes the whole queue and writes it in one
@@ -515,7 +519,22 @@ class EventStore:
         # more than the repeats ever could.
         ids = [e.event_id for r in group for e in r.items]
         stream_ids = list({e.stream_id: None for r in group for e in r.items})
-        (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
+        deferred = [r for r in group if r.versions is None]
+
+        def validate() -> None:
+            # A request that fails validation gets its InvalidEvent and is left out of the
+            # plan; nothing has been written yet, so the others go ahead.
+            for r in deferred:
+                try:
+                    r.versions = self._validate(r.items)
+                except InvalidEvent as exc:
+                    r.error, r.done = exc, True
+
+        if deferred and getattr(b, "overlaps_lookup", False):
+            (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids, validate)
+        else:
+            validate()
+            (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
         # Event ids are keyed by their integer from here: a UUID's hash and == are Python code,
         # an int's are not.
         positions = {(k if isinstance(k, uuid.UUID) else uuid.UUID(str(k))).int: p for k, p in found.items()}
@@ -915,7 +934,9 @@ class EventStore:
 @dataclass
 class _AppendRequest:
     items: list[NewEvent]
-    versions: list[str | None]  # the schema version that validated each event
+    # The schema version that validated each event; None until the group's leader validates
+    # the request (a large append, see _append_many).
+    versions: list[str | None] | None
     expected_version: int | None
     result: list[int] | None = None
     error: BaseException | None = None
@@ -944,12 +965,14 @@ class _Plan:
         self.requests, self.positions, self.versions = requests, positions, versions
         self.head = self.position = head
         self.streams: dict[str, tuple[int, int]] = {}
-        self.upper_bound = sum(len(r.items) for r in requests)
+        self.upper_bound = sum(len(r.items) for r in requests if not r.done)
 
     def __iter__(self) -> Iterator[tuple[NewEvent, str | None, int, int]]:
         positions, versions, streams = self.positions, self.versions, self.streams
         pos = self.position
         for r in self.requests:
+            if r.done:  # failed validation
+                continue
             if r.expected_version is not None:
                 # Checked in turn, after the requests before it in the group, and only when
                 # the request writes anything: a retry of a stored batch gets its positions,
@@ -961,6 +984,7 @@ class _Plan:
                     r.done = True
                     continue
             result: list[int] = []
+            assert r.versions is not None
             for e, v in zip(r.items, r.versions, strict=True):
                 key = e.event_id.int
                 p = positions.get(key)

@@ -417,6 +417,47 @@ def test_large_batches_list_every_violation_and_write_nothing(store):
     assert store.head()[0] == n and store.verify().ok
 
 
+def test_a_group_with_an_invalid_large_request_commits_the_others(store):
+    """One group commit carrying valid and invalid large requests, validated by the group's
+    leader (on Postgres while the server looks the ids up): the invalid one gets its
+    InvalidEvent with every violation, the others are written, positions stay gap-free."""
+    from loomos.loomdb.store import _AppendRequest
+
+    n = COPY_THRESHOLD + 10
+    first = store.append(ev("pre", n=0))
+    ok = _AppendRequest([_ckpt(i) for i in range(n)], None, None)
+    bad_items = [_ckpt(1000 + i) for i in range(n)]
+    bad_items[3] = ev("job-1", "job.queued", job_id="j", attempt=0)
+    bad_items[n - 2] = ev("job-1", "job.queued", attempt=1)
+    bad = _AppendRequest(bad_items, None, None)
+    fresh = [_ckpt(2000 + i).model_copy(update={"stream_id": "fresh"}) for i in range(n)]
+    ok2 = _AppendRequest(fresh, None, 0)
+    store._commit_group([bad, ok, ok2])
+    with pytest.raises(InvalidEvent) as err:
+        bad.outcome()
+    assert [v.split(" ")[0] for v in err.value.violations] == ["events[3]", f"events[{n - 2}]"]
+    assert ok.outcome() == list(range(first + 1, first + n + 1))
+    assert ok2.outcome() == list(range(first + n + 1, first + 2 * n + 1))
+    stored = store.read(0, limit=10_000)
+    assert [e.position for e in stored] == list(range(1, first + 2 * n + 1))
+    assert not {e.event_id for e in bad_items} & {e.event_id for e in stored}
+    assert {e.schema_version for e in stored if e.stream_id != "pre"} == {"1.0.0"}
+    assert store.stream_version("fresh") == n and store.verify().ok
+
+
+def test_a_group_of_only_invalid_requests_writes_nothing(store):
+    from loomos.loomdb.store import _AppendRequest
+
+    bad_items = [_ckpt(i) for i in range(COPY_THRESHOLD)]
+    bad_items[0] = ev("job-1", "job.queued", job_id="j", attempt=0)
+    bad = _AppendRequest(bad_items, None, None)
+    store._commit_group([bad])
+    with pytest.raises(InvalidEvent):
+        bad.outcome()
+    assert store.head()[0] == 0 and store.verify().ok
+    assert store.append(ev("after")) == 1
+
+
 def test_large_appends_keep_idempotency_and_versions(store):
     """Large appends: a retried versioned batch still returns its original positions (no
     conflict), a group mixing a stored and a new request writes only the new one, and the chain
@@ -488,3 +529,34 @@ def test_racing_writers_store_each_id_once(pg_schema_url):
     finally:
         for st in stores:
             st.close()
+
+
+@pytest.mark.postgres
+def test_large_appends_validate_while_the_server_looks_ids_up(pg_schema_url, monkeypatch):
+    """The id lookup of a large append is sent, the batch validated, and only then is the
+    lookup's result read. An error while validating still leaves the connection usable."""
+    import loomos.loomdb.backend_postgres as bp
+
+    st = open_event_store(pg_schema_url)
+    try:
+        order: list[str] = []
+        fetch, validate = bp._fetch_lookup, st._validate
+        monkeypatch.setattr(bp, "_fetch_lookup", lambda conn: order.append("fetched") or fetch(conn))
+        monkeypatch.setattr(st, "_validate", lambda items: order.append("validated") or validate(items))
+        batch = [_ckpt(i) for i in range(COPY_THRESHOLD)]
+        assert st.append_many(batch) == list(range(1, len(batch) + 1))
+        assert order == ["validated", "fetched"]
+
+        def broken(items):
+            raise RuntimeError("validator crashed")
+
+        monkeypatch.setattr(st, "_validate", broken)
+        with pytest.raises(RuntimeError, match="validator crashed"):
+            st.append_many([_ckpt(1000 + i) for i in range(COPY_THRESHOLD)])
+        monkeypatch.setattr(st, "_validate", validate)
+        assert st.append_many(batch) == list(range(1, len(batch) + 1))  # a retry: same positions
+        more = [_ckpt(2000 + i) for i in range(COPY_THRESHOLD)]
+        assert st.append_many(more)[0] == len(batch) + 1
+        assert st.head()[0] == 2 * len(batch) and st.verify().ok
+    finally:
+        st.close()
