@@ -479,29 +479,10 @@ def _ts(v: Any) -> datetime:
 
 # --- purging expired archive objects --------------------------------------------------------
 
-_MANIFEST_COLUMNS = (
-    "period",
-    "first_position",
-    "last_position",
-    "first_prev_hash",
-    "last_hash",
-    "event_count",
-    "uri",
-    "sha256",
-    "period_start",
-    "period_end",
-    "archived_at",
-    "expires_at",
-    "purged_at",
-)
-
 
 def archive_manifests(store: Any) -> list[dict[str, Any]]:
-    """The manifests in chain order, as `EventStore.archives()` gives them plus `purged_at`
-    (None while the archive object is kept), timestamps as datetimes on both backends."""
-    with store._read() as cur:
-        cur.execute(f"SELECT {', '.join(_MANIFEST_COLUMNS)} FROM loomdb_archives ORDER BY first_position")
-        rows = [dict(zip(_MANIFEST_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+    """`EventStore.archives()`, timestamps as datetimes on both backends."""
+    rows = store.archives()
     for m in rows:
         for k in ("period_start", "period_end", "archived_at", "expires_at", "purged_at"):
             if m[k] is not None:

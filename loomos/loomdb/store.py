@@ -57,6 +57,7 @@ from loomos.loomdb.hashchain import (
 )
 from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
+from loomos.loomdb.tables import ARCHIVE_COLUMNS
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PAGED_QUERY_SETTINGS = (
@@ -908,27 +909,10 @@ class EventStore:
         return report
 
     def archives(self) -> list[dict[str, Any]]:
+        """The archive manifests in chain order (purged_at: None while the object is kept)."""
         with self._read() as cur:
-            cur.execute(
-                "SELECT period, first_position, last_position, first_prev_hash, last_hash, event_count, uri, "
-                "sha256, period_start, period_end, archived_at, expires_at FROM loomdb_archives "
-                "ORDER BY first_position"
-            )
-            names = (
-                "period",
-                "first_position",
-                "last_position",
-                "first_prev_hash",
-                "last_hash",
-                "event_count",
-                "uri",
-                "sha256",
-                "period_start",
-                "period_end",
-                "archived_at",
-                "expires_at",
-            )
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+            cur.execute(f"SELECT {', '.join(ARCHIVE_COLUMNS)} FROM loomdb_archives ORDER BY first_position")
+            return [dict(zip(ARCHIVE_COLUMNS, r, strict=True)) for r in cur.fetchall()]
 
 
 @dataclass

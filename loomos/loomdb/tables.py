@@ -36,7 +36,7 @@ class EventSchema(SQLModel, table=True):
     __tablename__ = "loomdb_schemas"
     event_type: str = Field(primary_key=True)
     version: str = Field(primary_key=True)
-    schema_json: dict = Field(sa_column=Column("schema", JSON, nullable=False))
+    definition: dict = Field(sa_column=Column("schema", JSON, nullable=False))  # the JSON Schema
     registered_at: datetime
 
 
@@ -67,3 +67,21 @@ class ArchiveManifest(SQLModel, table=True):
     archived_at: datetime
     expires_at: datetime
     purged_at: datetime | None = None  # the archive object was deleted (retention.purge_expired)
+
+
+# loomdb_archives's columns as EventStore.archives() and retention read them, in this order.
+ARCHIVE_COLUMNS = (
+    "period",
+    "first_position",
+    "last_position",
+    "first_prev_hash",
+    "last_hash",
+    "event_count",
+    "uri",
+    "sha256",
+    "period_start",
+    "period_end",
+    "archived_at",
+    "expires_at",
+    "purged_at",
+)
