@@ -224,76 +224,72 @@ def test_tampered_manifest_uri_is_not_obeyed(clocked_store, clock, tmp_path, raw
     assert by_period(s)["2026-01"]["purged_at"] is None
 
 
-def _aws(monkeypatch) -> None:
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 with the archive bucket; credentials for boto3's own chain."""
+    import boto3
+    from moto import mock_aws
+
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="loomdb-archive")
+        yield client
 
 
 def _keys(s3, bucket: str) -> list[str]:
     return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
-def test_s3_purge(clocked_store, clock, monkeypatch):
-    import boto3
-    from moto import mock_aws
-
-    _aws(monkeypatch)
+def test_s3_purge(clocked_store, clock, s3):
     s = clocked_store
     fill_months(s, clock)
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="loomdb-archive")
-        policy = policy_for("s3://loomdb-archive/prod")
-        actions = apply_retention(s, policy)
-        assert [(a["action"], a["partition"]) for a in actions][-1] == ("purged", "2026-01")
-        assert actions[-1]["object"] == "deleted"
-        keys = _keys(s3, "loomdb-archive")
-        assert len(keys) == 2 and not any("-2026-01-" in k for k in keys)
-        assert apply_retention(s, policy) == [] and len(purges(s)) == 1
-        assert s.verify().ok
-        assert deep_archive(s, by_period(s)["2026-01"]).rows is None
-        # Deleted early from the bucket: reported.
-        feb = by_period(s)["2026-02"]
-        s3.delete_object(Bucket="loomdb-archive", Key=feb["uri"].removeprefix("s3://loomdb-archive/"))
-        with pytest.raises(ArchiveMissing, match="deleted before it expired"):
-            deep_archive(s, feb)
-        assert not s.verify(deep_archives=True).ok
+    policy = policy_for("s3://loomdb-archive/prod")
+    actions = apply_retention(s, policy)
+    assert [(a["action"], a["partition"]) for a in actions][-1] == ("purged", "2026-01")
+    assert actions[-1]["object"] == "deleted"
+    keys = _keys(s3, "loomdb-archive")
+    assert len(keys) == 2 and not any("-2026-01-" in k for k in keys)
+    assert apply_retention(s, policy) == [] and len(purges(s)) == 1
+    assert s.verify().ok
+    assert deep_archive(s, by_period(s)["2026-01"]).rows is None
+    # Deleted early from the bucket: reported.
+    feb = by_period(s)["2026-02"]
+    s3.delete_object(Bucket="loomdb-archive", Key=feb["uri"].removeprefix("s3://loomdb-archive/"))
+    with pytest.raises(ArchiveMissing, match="deleted before it expired"):
+        deep_archive(s, feb)
+    assert not s.verify(deep_archives=True).ok
 
 
-def test_s3_delete_failure_leaves_the_manifest_unpurged(clocked_store, clock, monkeypatch):
-    import boto3
+def test_s3_delete_failure_leaves_the_manifest_unpurged(clocked_store, clock, s3, monkeypatch):
     from botocore.exceptions import ClientError
-    from moto import mock_aws
 
     from loomos.loomdb import retention
 
-    _aws(monkeypatch)
     s = clocked_store
     fill_months(s, clock)
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="loomdb-archive")
-        apply_retention(s, policy_for("s3://loomdb-archive/prod", purge_expired_archives=False))
+    apply_retention(s, policy_for("s3://loomdb-archive/prod", purge_expired_archives=False))
 
-        class Refusing:
-            def __init__(self, real):
-                self.real = real
+    class Refusing:
+        def __init__(self, real):
+            self.real = real
 
-            def __getattr__(self, name):
-                return getattr(self.real, name)
+        def __getattr__(self, name):
+            return getattr(self.real, name)
 
-            def delete_object(self, **_kw):
-                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DeleteObject")
+        def delete_object(self, **_kw):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DeleteObject")
 
-        with monkeypatch.context() as m:
-            m.setattr(retention, "_s3", lambda: Refusing(s3))
-            with pytest.raises(RetentionError, match="cannot delete archive s3://.*AccessDenied"):
-                purge_expired(s)
-        assert by_period(s)["2026-01"]["purged_at"] is None and purges(s) == []
-        assert len(_keys(s3, "loomdb-archive")) == 3
-        (done,) = purge_expired(s)  # the store is reachable again
-        assert done["partition"] == "2026-01" and len(_keys(s3, "loomdb-archive")) == 2
+    with monkeypatch.context() as m:
+        m.setattr(retention, "_s3", lambda: Refusing(s3))
+        with pytest.raises(RetentionError, match="cannot delete archive s3://.*AccessDenied"):
+            purge_expired(s)
+    assert by_period(s)["2026-01"]["purged_at"] is None and purges(s) == []
+    assert len(_keys(s3, "loomdb-archive")) == 3
+    (done,) = purge_expired(s)  # the store is reachable again
+    assert done["partition"] == "2026-01" and len(_keys(s3, "loomdb-archive")) == 2
 
 
 def test_dry_run_changes_nothing(clocked_store, clock, tmp_path):
