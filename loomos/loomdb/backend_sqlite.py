@@ -6,11 +6,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from loomos.loomdb.errors import StoredEventId
 from loomos.loomdb.hashchain import (
     CONTEXT_COLUMNS,
     EVENT_COLUMNS,
@@ -241,10 +243,15 @@ class SqliteBackend:
         return found
 
     def insert_events(self, cur: Any, rows: list[dict[str, Any]] | PlannedRows) -> None:
-        if isinstance(rows, PlannedRows):
-            cur.executemany(_INSERT, rows)
-        else:
-            cur.executemany(_INSERT, [self.db_row(r) for r in rows])
+        try:
+            if isinstance(rows, PlannedRows):
+                cur.executemany(_INSERT, rows)
+            else:
+                cur.executemany(_INSERT, [self.db_row(r) for r in rows])
+        except sqlite3.IntegrityError as exc:
+            if "loomdb_events.event_id" in str(exc):
+                raise StoredEventId(str(exc)) from exc
+            raise
 
     def plan_rows(
         self, plan: Any, recorded: datetime, recorded_iso: str, prev: str
@@ -252,10 +259,16 @@ class SqliteBackend:
         """Hash planned appends into row tuples for write(); returns them and the last hash."""
         return plan_rows(plan, recorded_iso, prev)
 
+    # event_id is UNIQUE here (the table is not partitioned): an append may skip looking its ids
+    # up, and a stored one then fails the insert with StoredEventId (EventStore._append_group).
+    unique_event_ids = True
+
     def read_state(
-        self, cur: Any, ids: list[uuid.UUID], stream_ids: list[str]
+        self, cur: Any, ids: list[uuid.UUID], stream_ids: list[str], look_up_ids: bool = True
     ) -> tuple[tuple[int, str, datetime], dict[uuid.UUID, int], dict[str, int]]:
-        return self.lock_head(cur), self.existing_ids(cur, ids), self.stream_versions(cur, stream_ids)
+        head = self.lock_head(cur)  # BEGIN IMMEDIATE already holds the write lock
+        existing = self.existing_ids(cur, ids) if look_up_ids else {}
+        return head, existing, self.stream_versions(cur, stream_ids)
 
     def write(
         self,

@@ -38,3 +38,9 @@ class QueryError(LoomDBError):
 
 class RetentionError(LoomDBError):
     """A retention policy is inconsistent or an archive could not be written or read."""
+
+
+class StoredEventId(Exception):
+    """Internal: an append planned without looking its ids up (EventStore._append_group, on a
+    backend whose event_id is UNIQUE) met an id that is stored already. Never reaches a caller:
+    the append is rolled back and redone with the lookup."""

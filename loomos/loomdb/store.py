@@ -32,7 +32,14 @@ from sqlalchemy.engine import Engine, make_url
 
 from loomos.loomdb.backend_postgres import COPY_THRESHOLD, PostgresBackend
 from loomos.loomdb.backend_sqlite import SqliteBackend
-from loomos.loomdb.errors import ConcurrencyError, InvalidEvent, LoomDBError, QueryError, SchemaError
+from loomos.loomdb.errors import (
+    ConcurrencyError,
+    InvalidEvent,
+    LoomDBError,
+    QueryError,
+    SchemaError,
+    StoredEventId,
+)
 from loomos.loomdb.events import (
     AUDIT_FIELDS,
     GENESIS_HASH,
@@ -490,8 +497,15 @@ class EventStore:
             if self.backend.name == "postgresql" and self.backend.needs_partitions(self.clock()):
                 with self._cursor() as (conn, _):
                     self.backend.prepare_partitions(conn, self.clock())
-            with self._append_transaction() as cur:
-                self._append_group(cur, group, commit=True)
+            try:
+                with self._append_transaction() as cur:
+                    self._append_group(cur, group, commit=True, optimistic=True)
+            except StoredEventId:
+                # Rolled back: an id planned as new is stored (a retry). Redo with the lookup.
+                for r in group:
+                    r.result, r.error, r.done = None, None, False
+                with self._append_transaction() as cur:
+                    self._append_group(cur, group, commit=True)
         except BaseException as exc:
             for r in group:
                 if not r.done:
@@ -513,7 +527,9 @@ class EventStore:
         self._append_group(cur, [req], commit)
         return req.outcome()
 
-    def _append_group(self, cur: Any, group: list[_AppendRequest], commit: bool) -> None:
+    def _append_group(
+        self, cur: Any, group: list[_AppendRequest], commit: bool, optimistic: bool = False
+    ) -> None:
         b = self.backend
         # Ids are looked up as they come, repeats included (the lookups return each stored id
         # once per repeat at most, and `found` is a dict); deduplicating 5,000 UUIDs first cost
@@ -533,6 +549,17 @@ class EventStore:
 
         if deferred and getattr(b, "overlaps_lookup", False):
             (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids, validate)
+        elif (
+            optimistic
+            and getattr(b, "unique_event_ids", False)
+            and all(r.expected_version is None for r in group)
+        ):
+            # SQLite: event_id is UNIQUE, so the insert itself finds a stored id (StoredEventId,
+            # and _commit_group redoes the group with the lookup); ids repeat only when an
+            # append is retried, so the lookup, 8 ms of a 5,000-event batch, is skipped.
+            # Expected versions need the lookup before planning (a retry is not a conflict).
+            validate()
+            (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids, False)
         else:
             validate()
             (head_pos, head_hash, head_ts), found, current = b.read_state(cur, ids, stream_ids)
@@ -952,7 +979,8 @@ class _Plan:
         self.upper_bound = sum(len(r.items) for r in requests if not r.done)
 
     def __iter__(self) -> Iterator[tuple[NewEvent, str | None, int, int]]:
-        positions, versions, streams = self.positions, self.versions, self.streams
+        positions, versions = self.positions, self.versions
+        last: dict[str, int] = {}  # each written stream's last position
         pos = self.position
         for r in self.requests:
             if r.done:  # failed validation
@@ -968,6 +996,7 @@ class _Plan:
                     r.done = True
                     continue
             result: list[int] = []
+            add = result.append
             assert r.versions is not None
             for e, v in zip(r.items, r.versions, strict=True):
                 key = e.event_id.int
@@ -977,12 +1006,13 @@ class _Plan:
                     sid = e.stream_id
                     sv = versions.get(sid, 0) + 1
                     versions[sid] = sv
-                    streams[sid] = (sv, pos)
+                    last[sid] = pos
                     positions[key] = p = pos
                     yield e, v, pos, sv
-                result.append(p)
+                add(p)
             r.result = result
         self.position = pos
+        self.streams = {sid: (versions[sid], p) for sid, p in last.items()}
 
 
 _CONSUMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

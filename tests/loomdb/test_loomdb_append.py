@@ -560,3 +560,28 @@ def test_large_appends_validate_while_the_server_looks_ids_up(pg_schema_url, mon
         assert st.head()[0] == 2 * len(batch) and st.verify().ok
     finally:
         st.close()
+
+
+def test_sqlite_appends_let_the_unique_index_find_stored_ids(store, backend):
+    """SQLite's event_id is UNIQUE: appends skip the id lookup, and a stored id (a retry) fails
+    the insert, which rolls back and is redone with the lookup: same positions, nothing twice.
+    Versioned appends still look up first (a retry of a stored batch is not a conflict)."""
+    if backend != "sqlite":
+        pytest.skip("Postgres looks ids up: its partitioned table cannot make event_id unique")
+    lookups: list[int] = []
+    original = store.backend.existing_ids
+    store.backend.existing_ids = lambda cur, ids: lookups.append(len(ids)) or original(cur, ids)
+    batch = [_varied(i) for i in range(300)]
+    assert store.append_many(batch) == list(range(1, 301))
+    assert lookups == []
+    mixed = [_varied(1000 + i) for i in range(10)] + batch[:5]
+    got = store.append_many(mixed)
+    assert got == list(range(301, 311)) + [1, 2, 3, 4, 5] and lookups == [15]
+    assert store.append(batch[7]) == 8 and lookups == [15, 1]
+    one = [ev("versioned", n=i) for i in range(3)]
+    assert store.append_many(one, expected_version=0) == [311, 312, 313]
+    assert store.append_many(one, expected_version=0) == [311, 312, 313]
+    assert lookups[-2:] == [3, 3]
+    assert store.head()[0] == 313 and store.verify().ok
+    stored = store.read(0, limit=1000)
+    assert len({e.event_id for e in stored}) == len(stored) == 313
