@@ -593,8 +593,9 @@ class EventStore:
         prev = head_hash
         b.ensure_partitions(cur, [{"recorded_at": recorded}])
         if count >= getattr(b, "stream_threshold", count + 1):
-            # Otherwise the plan is made while it is encoded and copied: assigning positions to
-            # 5,000 events then costs Python time that the database's COPY waits out anyway.
+            # Unless some ids were found stored, the plan is made while it is encoded and copied:
+            # assigning positions to 5,000 events then costs Python time that the database's
+            # COPY waits out anyway.
             prev = b.stream_plan(cur, planned, recorded, recorded_iso, prev)
             rows: Any = []
         else:
