@@ -14,7 +14,7 @@ import struct
 import uuid
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -24,11 +24,14 @@ from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
 from loomos.loomdb.hashchain import (
+    EPOCH_2000,
     EVENT_COLUMNS,
+    MICROSECOND,
     SCALAR_COLUMNS,
     context_key,
     context_values,
     hash_text,
+    iso_second,
     json_fragment,
     json_text,
     string_list_text,
@@ -97,8 +100,6 @@ _HASH_LEN = struct.pack("!i", 64)
 _pack_len = struct.Struct("!i").pack
 _pack_i8 = struct.Struct("!iq").pack
 _pack_i4 = struct.Struct("!ii").pack
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def _text(value: str | None) -> bytes:
@@ -114,7 +115,7 @@ def _jsonb(text: str) -> bytes:
 
 
 def _timestamptz(ts: datetime) -> bytes:
-    return _pack_i8(8, (ts - _PG_EPOCH) // _MICROSECOND)
+    return _pack_i8(8, (ts - EPOCH_2000) // MICROSECOND)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -262,14 +263,6 @@ _WRITE_JSON = (
 )
 
 
-def _iso_second(second: int) -> str:
-    """hashchain.iso's text of a UTC time `second` seconds after 2000-01-01, up to the decimal
-    point: iso() of that second plus microseconds is this + the six digits + "+00:00"."""
-    text = (_PG_EPOCH + timedelta(seconds=second)).isoformat(timespec="microseconds")
-    assert text.endswith(".000000+00:00")
-    return text[:-12]
-
-
 def encode_plan(
     plan: Any,
     recorded: datetime,
@@ -298,11 +291,11 @@ def encode_plan(
         occ = e.occurred_at
         if occ.tzinfo is not UTC:
             occ = occ.astimezone(UTC)  # what hashchain.iso does (a naive time is local time)
-        occ_us = (occ - _PG_EPOCH) // _MICROSECOND
+        occ_us = (occ - EPOCH_2000) // MICROSECOND
         second, micro = divmod(occ_us, 1_000_000)
         occ_prefix = seconds.get(second)
         if occ_prefix is None:
-            occ_prefix = seconds[second] = _iso_second(second)
+            occ_prefix = seconds[second] = iso_second(second)
         corr, caus = e.correlation_id, e.causation_id
         if corr is None and caus is None:
             o_json, o_copy = "null,null", _NULL2

@@ -9,16 +9,19 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from loomos.loomdb.errors import StoredEventId
 from loomos.loomdb.hashchain import (
     CONTEXT_COLUMNS,
+    EPOCH_2000,
     EVENT_COLUMNS,
+    MICROSECOND,
     context_key,
     context_values,
     iso,
+    iso_second,
     json_fragment,
     json_text,
     string_list_text,
@@ -49,8 +52,6 @@ def parse_ts(v: str) -> datetime:
 # tuple holds exactly what db_row stores for the row dict (test_loomdb_sqlite_batch compares
 # both paths column by column).
 _I_ROLES = CONTEXT_COLUMNS.index("roles")
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _sha256 = hashlib.sha256
 # NULL as the rows bind it. SQLite stores a NaN bound as a double as NULL (sqlite3_bind_double
 # sets a NaN to NULL), and sqlite3 binds a float directly, while None goes through its adapter
@@ -85,13 +86,6 @@ def _tags_parts(tags: tuple[str, ...], priority: str) -> tuple[str, str, str]:
     return json_fragment([list(tags), str(priority)]), string_list_text(tags), str(priority)
 
 
-def _iso_second(second: int) -> str:
-    """iso() of the UTC time `second` seconds after 2000-01-01, up to the decimal point."""
-    text = (_EPOCH + timedelta(seconds=second)).isoformat(timespec="microseconds")
-    assert text.endswith(".000000+00:00")
-    return text[:-12]
-
-
 class PlannedRows(list):  # type: ignore[type-arg]
     """plan_rows's rows: tuples in EVENT_COLUMNS order, ready for the INSERT."""
 
@@ -112,10 +106,10 @@ def plan_rows(
         occ = e.occurred_at
         if occ.tzinfo is not UTC:
             occ = occ.astimezone(UTC)  # what hashchain.iso does (a naive time is local time)
-        second, micro = divmod((occ - _EPOCH) // _MICROSECOND, 1_000_000)
+        second, micro = divmod((occ - EPOCH_2000) // MICROSECOND, 1_000_000)
         occ_prefix = seconds.get(second)
         if occ_prefix is None:
-            occ_prefix = seconds[second] = _iso_second(second)
+            occ_prefix = seconds[second] = iso_second(second)
         occ_text = f"{occ_prefix}{micro:06d}+00:00"
         corr, caus = e.correlation_id, e.causation_id
         o_json = "null,null" if corr is None and caus is None else json_fragment([corr, caus])
