@@ -12,7 +12,6 @@ import functools
 import operator
 import struct
 import uuid
-import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -407,19 +406,23 @@ psycopg.adapters.register_dumper(UuidArray, _UuidArrayDumper)
 
 
 # The id lookup of a large append, sent with libpq's calls directly: psycopg's cursor would wait
-# for the result, and the point is not to (read_state's `meanwhile`). Prepared once per
-# connection (connections are pooled), its result comes back in binary: 16-byte uuids and int8s.
+# for the result, and the point is not to (read_state's `meanwhile`). A prepared statement of
+# the session, so it is planned once and not per append (1-3 ms for 5,000 ids); whether it
+# exists is asked in read_state's first round trip rather than remembered here, since psycopg
+# runs DEALLOCATE ALL on a connection after some rollbacks. Its result comes back in binary:
+# 16-byte uuids and int8s.
 _LOOKUP_NAME = b"loomdb_lookup_ids"
 _LOOKUP_PG = _LOOKUP_IDS.replace("%s", "$1").encode()
-_prepared: weakref.WeakSet[Any] = weakref.WeakSet()
+_LOOKUP_PREPARED = (
+    f"SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = '{_LOOKUP_NAME.decode()}')"
+)
 
 
-def _send_lookup(conn: Any, ids: list[uuid.UUID]) -> None:
+def _send_lookup(conn: Any, ids: list[uuid.UUID], prepared: bool) -> None:
     pg = conn.pgconn
-    if conn not in _prepared:
+    if not prepared:
         pg.send_prepare(_LOOKUP_NAME, _LOOKUP_PG, param_types=[_UUID_ARRAY_OID])
         _check(conn, conn.wait(psycopg.generators.fetch_many(pg)), psycopg.pq.ExecStatus.COMMAND_OK)
-        _prepared.add(conn)
     pg.send_query_prepared(_LOOKUP_NAME, [bytes(uuid_array(ids))], param_formats=[1], result_format=1)
     conn.wait(psycopg.generators.send(pg))
 
@@ -571,12 +574,12 @@ class PostgresBackend:
         server probes the ids (about 3 ms for 5,000) while `meanwhile` runs here (the caller
         validates the batch), in this thread, so no second thread contends for the GIL."""
         settings = "".join(f"SET LOCAL {s}; " for s in LOOKUP_SETTINGS)
-        cc.execute(lock + settings + streams, (stream_ids,))
-        head, stream_rows = _result_sets(cc)
+        cc.execute(lock + settings + _LOOKUP_PREPARED + "; " + streams, (stream_ids,))
+        head, prepared, stream_rows = _result_sets(cc)
         (pos, h, ts) = head[0]
         versions = {sid: int(n) for _, sid, n in stream_rows}
         conn = cc.connection
-        _send_lookup(conn, ids)
+        _send_lookup(conn, ids, prepared[0][0])
         try:
             if meanwhile is not None:
                 meanwhile()

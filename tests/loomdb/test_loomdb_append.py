@@ -585,3 +585,19 @@ def test_sqlite_appends_let_the_unique_index_find_stored_ids(store, backend):
     assert store.head()[0] == 313 and store.verify().ok
     stored = store.read(0, limit=1000)
     assert len({e.event_id for e in stored}) == len(stored) == 313
+
+
+@pytest.mark.postgres
+def test_the_lookup_statement_survives_deallocate_all(pg_schema_url):
+    """psycopg runs DEALLOCATE ALL on a connection after some rollbacks; the large-append id
+    lookup is a prepared statement of the session, so it must be prepared again, not assumed."""
+    st = open_event_store(pg_schema_url)
+    try:
+        assert st.append_many([_ckpt(i) for i in range(COPY_THRESHOLD)])[0] == 1
+        assert st._append_conns
+        for conn in st._append_conns:
+            conn.execute("DEALLOCATE ALL")
+        got = st.append_many([_ckpt(1000 + i) for i in range(COPY_THRESHOLD)])
+        assert got[0] == COPY_THRESHOLD + 1 and st.verify().ok
+    finally:
+        st.close()
