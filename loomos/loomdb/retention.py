@@ -256,7 +256,11 @@ def apply_retention(
     with "dry_run": True (a period archived now whose events have all expired shows as
     archived and purged)."""
     now = now or store.clock()
-    cutoff = now - timedelta(days=policy.archive_after_days)
+    # Never the month the store is writing in (by its own clock), whatever `now` says: its own
+    # retention records go there, and a month archived while it still grows would be archived
+    # again, in part, on the next run.
+    writing = month_start(store.clock())
+    cutoff = min(now - timedelta(days=policy.archive_after_days), writing)
     actions = []
     planned_purges: list[dict[str, Any]] = []  # dry run: periods archived now that expired already
     for start in _periods(store, cutoff):
@@ -269,7 +273,7 @@ def apply_retention(
         if action is not None:
             actions.append(action)
     if policy.compress_after_days is not None and store.backend.name == "postgresql":
-        for start in _periods(store, now - timedelta(days=policy.compress_after_days)):
+        for start in _periods(store, min(now - timedelta(days=policy.compress_after_days), writing)):
             action = _compress_period(store, policy, start, dry_run=dry_run)
             if action is not None:
                 actions.append(action)

@@ -228,3 +228,25 @@ def test_compress_rewrites_old_partitions_with_lz4(pg_schema_url, tmp_path):
     assert [(e.position, e.hash, e.data) for e in s.read(0)][:9] == before
     assert s.verify().ok
     s.close()
+
+
+def test_the_month_being_written_is_never_archived(clocked_store, clock, tmp_path):
+    """A `now` far ahead of the store's clock (a policy tried out for next year) must not archive
+    the month the store is writing in: its own retention records go there, and the month would
+    be archived again, half, on the next run."""
+    from datetime import timedelta
+
+    s = clocked_store
+    fill_months(s, clock)  # Jan..Apr 2026; the clock is in mid-May, with nothing written yet
+    s.append(NewEvent(event_type="custom.tick", stream_id="may", data={"m": 4}))
+    policy = RetentionPolicy(archive_after_days=1, default_days=3650, archive_uri=f"file://{tmp_path}/a")
+    far = clock.now + timedelta(days=400)
+    first = apply_retention(s, policy, now=far)
+    assert [a["partition"] for a in first] == ["2026-01", "2026-02", "2026-03", "2026-04"]
+    assert apply_retention(s, policy, now=far) == []  # May is still being written: kept
+    may = [e for e in s.read(0) if e.stream_id == "may"]
+    assert len(may) == 1 and s.verify(deep_archives=True).ok
+    clock.advance(days=31)  # June: May is complete now, retention records and all
+    (done,) = apply_retention(s, policy)
+    assert done["partition"] == "2026-05" and done["event_count"] == 1 + 4
+    assert s.verify(deep_archives=True).ok
