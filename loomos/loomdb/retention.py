@@ -190,18 +190,24 @@ def delete_object(uri: str) -> bool:
                 return False
             return True
         if u.scheme == "s3":
-            s3, key = _s3(), u.path.lstrip("/")
-            try:
-                s3.head_object(Bucket=u.netloc, Key=key)
-            except Exception as exc:
-                if _s3_not_found(exc):
-                    return False
-                raise
-            s3.delete_object(Bucket=u.netloc, Key=key)
-            return True
+            return _delete_s3_versions(_s3(), u.netloc, u.path.lstrip("/"))
     except Exception as exc:  # OSError, botocore errors
         raise RetentionError(f"cannot delete archive {uri}: {exc}") from exc
     raise RetentionError(f"unsupported archive URI {uri!r}")
+
+
+def _delete_s3_versions(s3: Any, bucket: str, key: str) -> bool:
+    """Delete every version of `key` (and its delete markers). On a versioned bucket a plain
+    DeleteObject only adds a delete marker and the archived events stay readable, which a purge
+    must not allow; on an unversioned bucket the one version is "null". Needs
+    s3:ListBucketVersions and s3:DeleteObjectVersion. True when any version held data."""
+    found: list[tuple[str, bool]] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        found += [(v["VersionId"], True) for v in page.get("Versions", []) if v["Key"] == key]
+        found += [(v["VersionId"], False) for v in page.get("DeleteMarkers", []) if v["Key"] == key]
+    for version, _ in found:
+        s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
+    return any(data for _, data in found)
 
 
 def read_archive(uri: str, sha256: str | None = None) -> Iterator[dict[str, Any]]:

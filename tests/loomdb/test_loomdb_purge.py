@@ -263,6 +263,31 @@ def test_s3_purge(clocked_store, clock, s3):
     assert not s.verify(deep_archives=True).ok
 
 
+def test_s3_purge_deletes_every_version_on_a_versioned_bucket(clocked_store, clock, s3):
+    """On a versioned bucket a plain DeleteObject only adds a delete marker and the archived
+    events stay readable: a purge deletes every version of the object."""
+    s3.put_bucket_versioning(Bucket="loomdb-archive", VersioningConfiguration={"Status": "Enabled"})
+    s = clocked_store
+    fill_months(s, clock)
+    apply_retention(s, policy_for("s3://loomdb-archive/prod", purge_expired_archives=False))
+    jan = by_period(s)["2026-01"]
+    key = jan["uri"].removeprefix("s3://loomdb-archive/")
+    body = s3.get_object(Bucket="loomdb-archive", Key=key)["Body"].read()
+    s3.put_object(Bucket="loomdb-archive", Key=key, Body=body)  # a second version, same bytes
+
+    def versions() -> list:
+        listed = s3.list_object_versions(Bucket="loomdb-archive", Prefix=key)
+        return [v for v in listed.get("Versions", []) + listed.get("DeleteMarkers", []) if v["Key"] == key]
+
+    assert len(versions()) == 2
+    (done,) = purge_expired(s)
+    assert done["partition"] == "2026-01" and done["object"] == "deleted"
+    assert versions() == []
+    feb = by_period(s)["2026-02"]["uri"].removeprefix("s3://loomdb-archive/")
+    assert s3.get_object(Bucket="loomdb-archive", Key=feb)["Body"].read()  # unexpired: kept
+    assert s.verify(deep_archives=True).ok
+
+
 def test_s3_delete_failure_leaves_the_manifest_unpurged(clocked_store, clock, s3, monkeypatch):
     from botocore.exceptions import ClientError
 
