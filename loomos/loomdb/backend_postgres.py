@@ -354,7 +354,8 @@ def encode_plan(
 
 
 def copy_data(rows: list[dict[str, Any]]) -> bytes:
-    """A whole COPY binary stream (signature, rows, trailer) for appended rows."""
+    """A whole COPY binary stream (signature, rows, trailer) for row dicts (EventStore._row),
+    field by field: the reference encode_plan's bytes are tested against."""
     parts = [_COPY_SIGNATURE]
     cached: tuple[datetime, bytes] | None = None
     for r in rows:
@@ -591,18 +592,20 @@ class PostgresBackend:
     def write(
         self,
         cur: Any,
-        rows: list[dict[str, Any]] | str,
+        rows: str | list[Any],
         streams: dict[str, tuple[int, int]],
         position: int,
         h: str,
         recorded_at: datetime,
         commit: bool,
     ) -> None:
-        """Rows, stream versions, head and NOTIFY (and the commit) in one round trip, after a
-        COPY for large batches (COPY cannot run in a multi-statement query)."""
-        conn = cur.connection
-        if not isinstance(rows, str) and len(rows) >= COPY_THRESHOLD:
-            self._copy(cur, rows)
+        """plan_rows's payload (or [] when stream_plan has copied the rows already), stream
+        versions, head and NOTIFY in one statement (data-modifying CTEs all run; each writes its
+        own table), then COMMIT, sent as one simple query: one round trip, no pipeline (see
+        read_state). COMMIT returns once the commit is flushed; if the statement fails, the
+        server skips the COMMIT and the caller rolls back."""
+        import psycopg
+
         ids = list(streams)
         state = (
             ids,
@@ -614,30 +617,11 @@ class PostgresBackend:
             self.channel,
             str(position),
         )
-        if isinstance(rows, str) or not rows:
-            import psycopg
-
-            # plan_rows's payload (or rows already copied): rows, stream versions, head and
-            # NOTIFY in one statement (data-modifying CTEs all run; each writes its own table),
-            # then COMMIT, sent as one simple query: one round trip, no pipeline (see read_state).
-            # COMMIT returns once the commit is flushed; if the statement fails, the server skips
-            # the COMMIT and the caller rolls back.
-            sql, params = (_WRITE_JSON, (rows, *state)) if rows else (_WRITE_STATE, state)
-            psycopg.ClientCursor(conn).execute(sql + ("; COMMIT" if commit else ""), params)
-            return
-        with conn.pipeline():
-            if len(rows) < COPY_THRESHOLD:
-                self._insert(cur, rows)
-            cur.execute(_WRITE_STATE, state)
-            if commit:
-                conn.commit()
+        sql, params = (_WRITE_JSON, (rows, *state)) if rows else (_WRITE_STATE, state)
+        psycopg.ClientCursor(cur.connection).execute(sql + ("; COMMIT" if commit else ""), params)
 
     def py_row(self, values: tuple[Any, ...]) -> dict[str, Any]:
         return dict(zip(EVENT_COLUMNS, values, strict=True))
-
-    def existing_ids(self, cur: Any, ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
-        cur.execute("SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s)", (ids,))
-        return {e: int(p) for e, p in cur.fetchall()}
 
     def stream_versions(self, cur: Any, stream_ids: list[str]) -> dict[str, int]:
         cur.execute("SELECT stream_id, version FROM loomdb_streams WHERE stream_id = ANY(%s)", (stream_ids,))
@@ -692,12 +676,6 @@ class PostgresBackend:
     def forget_partition(self, name: str) -> None:
         self._partitions.discard(name)
 
-    def insert_events(self, cur: Any, rows: list[dict[str, Any]]) -> None:
-        if len(rows) >= COPY_THRESHOLD:
-            self._copy(cur, rows)
-        else:
-            self._insert(cur, rows)
-
     # Appends of at least this many rows stream them into COPY as they are built and hashed.
     stream_threshold = COPY_THRESHOLD
     STREAM_CHUNK = 64 * 1024
@@ -715,35 +693,6 @@ class PostgresBackend:
         Python encodes the next, instead of the two taking turns. Returns the last hash."""
         with cur.copy(_COPY_SQL) as copy:
             return encode_plan(plan, recorded, recorded_iso, prev, self.STREAM_CHUNK, copy.write)
-
-    def _copy(self, cur: Any, rows: list[dict[str, Any]]) -> None:
-        if all("data_json" in r for r in rows):
-            with cur.copy(_COPY_SQL) as copy:
-                copy.write(copy_data(rows))
-            return
-        with cur.copy(_COPY_SQL) as copy:
-            copy.set_types(_COPY_TYPES)
-            for r in rows:
-                copy.write_row(self.db_row(r))
-
-    def _insert(self, cur: Any, rows: list[dict[str, Any]]) -> None:
-        n = len(EVENT_COLUMNS)
-        values = ", ".join("(" + ", ".join(["%s"] * n) + ")" for _ in rows)
-        params: list[Any] = []
-        for r in rows:
-            params.extend(self.db_row(r))
-        cur.execute(f"INSERT INTO loomdb_events ({', '.join(EVENT_COLUMNS)}) VALUES {values}", params)
-
-    def save_streams(self, cur: Any, streams: dict[str, tuple[int, int]]) -> None:
-        ids = list(streams)
-        cur.execute(_SAVE_STREAMS, (ids, [streams[s][0] for s in ids], [streams[s][1] for s in ids]))
-
-    def save_head(self, cur: Any, position: int, h: str, recorded_at: datetime) -> None:
-        cur.execute(_SAVE_HEAD, (position, h, recorded_at))
-
-    def notify(self, cur: Any, position: int) -> None:
-        # Delivered at commit, only if the transaction commits: a wake-up, never the data.
-        cur.execute("SELECT pg_notify(%s, %s)", (self.channel, str(position)))
 
     # --- SQL fragments for queries: JSON paths are bound text[] parameters -----------------
 
