@@ -25,7 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from loomos.loomdb import EventStore, InvalidEvent, NewEvent
-from loomos.models import AuditBatch, AuditEvent
+from loomos.models.audit import AuditBatch, AuditEvent
 
 AUDIT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-5b7a-9f43-2c6d1e0a7b18")
 ATTEMPT_END_TYPES = ("job.retrying", "job.succeeded", "job.failed", "job.cancelled")

@@ -11,8 +11,9 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from loomos.models import CONTROL_TASK_QUEUE, NodeInfo, PlacementRequest, scheduler_workflow_id
-from workflows.scheduler import SchedulerState, SchedulerWorkflow
+from loomos.models.scheduler import NodeInfo, PlacementRequest, SchedulerState
+from loomos.temporal.names import CONTROL_TASK_QUEUE, scheduler_workflow_id
+from loomos.workflows.scheduler import SchedulerWorkflow
 
 
 async def signal_scheduler(client: Client, pool: str, signal: str, arg: object) -> None:

@@ -34,19 +34,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from loomos import train as contract
-from loomos.config import Settings
-from loomos.models import (
-    CHECKPOINTS_SAVED_SIGNAL,
+from loomos.models.jobs import FailureKind
+from loomos.models.spec import RESERVED_ENV
+from loomos.models.training import (
     CheckpointRef,
     CheckpointsSaved,
-    FailureKind,
     LogsRequest,
     LogsResult,
     TrainingProgress,
     TrainingRequest,
 )
 from loomos.processes import spawn_tied_to_parent
-from loomos.spec import RESERVED_ENV
+from loomos.settings import Settings
+from loomos.temporal.names import CHECKPOINTS_SAVED
 
 LOG_NOT_FOUND = "LogNotFound"
 PROGRESS_NOT_FOUND = "ProgressNotFound"
@@ -143,7 +143,7 @@ class CheckpointNotifier:
 
     async def _send(self, notice: CheckpointsSaved) -> None:
         try:
-            await self._handle.signal(CHECKPOINTS_SAVED_SIGNAL, notice)
+            await self._handle.signal(CHECKPOINTS_SAVED, notice)
         except Exception as err:
             self.log.warning("checkpoint notice not delivered", error=str(err))
 
@@ -652,7 +652,7 @@ class TrainingActivities:
             raise _invalid_job(f"master_port {req.master_port} is not a TCP port", progress)
         if not spec.working_directory:
             raise _invalid_job(
-                "working_directory is not set (loomos.spec.load_spec sets it from the spec file)", progress
+                "working_directory is not set (load_spec sets it from the spec file)", progress
             )
         wd = Path(spec.working_directory)
         if not wd.is_absolute():

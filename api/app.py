@@ -2,9 +2,9 @@
 
 Run it with
 
-    uvicorn --factory api.app:create_app --host 127.0.0.1 --port 8080
+    uvicorn --factory loomos.api.app:create_app --host 127.0.0.1 --port 8080
 
-(`uvicorn api.app:app` works too: `app` is built on first access, not at import.)
+(`uvicorn loomos.api.app:app` works too: `app` is built on first access, not at import.)
 
 Every error answers `{"detail": "..."}`; request validation errors keep FastAPI's list of
 `{"loc", "msg", "type"}` under `detail`, with `loc` naming the field (`["body", "resources",
@@ -25,9 +25,9 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from api.deps import UNREACHABLE_CODES, TemporalConnection, TemporalUnavailable
-from api.routers import cluster, events, health, jobs, marketplace
-from loomos.config import Settings, load_settings
+from loomos.api.deps import UNREACHABLE_CODES, TemporalConnection, TemporalUnavailable
+from loomos.api.routers import cluster, events, health, jobs, marketplace
+from loomos.settings import Settings, load_settings
 
 API_VERSION = "0.1.0"
 log = structlog.get_logger()
@@ -127,7 +127,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def __getattr__(name: str) -> FastAPI:
-    # `uvicorn api.app:app` support without loading settings when the module is imported.
+    # `uvicorn loomos.api.app:app` support without loading settings when the module is imported.
     if name == "app":
         built = globals()["app"] = create_app()
         return built

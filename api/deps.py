@@ -17,8 +17,8 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from loomos.config import Settings
-from loomos.temporal_client import connect_temporal
+from loomos.settings import Settings
+from loomos.temporal.client import connect_temporal
 
 
 class TemporalUnavailable(Exception):

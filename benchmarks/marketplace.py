@@ -35,7 +35,7 @@ from loomos.marketplace.catalog import (  # noqa: E402
 )
 from loomos.marketplace.offers import Offer  # noqa: E402
 from loomos.marketplace.optimizer import OfferIndex, Request, rank_offers  # noqa: E402
-from loomos.spec import parse_spec  # noqa: E402
+from loomos.models.spec import parse_spec  # noqa: E402
 
 
 def synthetic_offers(n: int, seed: int = 7) -> list[Offer]:

@@ -118,10 +118,10 @@ def run_plain_torchrun(opts: Options) -> float:
 def run_through_activity(opts: Options) -> float:
     from temporalio.testing import ActivityEnvironment
 
-    from activities.training import TrainingActivities
-    from loomos.config import Settings
-    from loomos.models import TrainingRequest
-    from loomos.spec import load_spec
+    from loomos.activities.training import TrainingActivities
+    from loomos.models.spec import load_spec
+    from loomos.models.training import TrainingRequest
+    from loomos.settings import Settings
 
     settings = Settings()
     settings.checkpoints.root = str(opts.workdir / "checkpoints")
@@ -208,7 +208,7 @@ def measure_torchrun_to_first_step(opts: Options) -> float:
 
 
 def _spec(opts: Options, args: list[str], **changes: Any) -> Any:
-    from loomos.spec import load_spec
+    from loomos.models.spec import load_spec
 
     spec = load_spec(DEMO_SPEC)
     spec.args = args
@@ -222,7 +222,7 @@ def _spec(opts: Options, args: list[str], **changes: Any) -> Any:
 def measure_submit_to_first_step(client: Any, settings: Any, opts: Options) -> dict[str, Any]:
     """Submit through LoomCtl -> first training step, per job: as executed (the progress
     channel's timestamp) and as a user polling LoomCtl every 50 ms first sees it."""
-    from loomos.models import JobState
+    from loomos.models.jobs import JobState
 
     executed, seen = [], []
     for i in range(3 if opts.quick else 7):
@@ -276,7 +276,7 @@ def measure_recovery(client: Any, settings: Any, opts: Options) -> dict[str, Any
     lost any step past the last checkpoint written before the kill."""
     import signal
 
-    from loomos.models import JobState
+    from loomos.models.jobs import JobState
 
     interval = 10
     spec = _spec(
@@ -328,9 +328,9 @@ def measure_recovery(client: Any, settings: Any, opts: Options) -> dict[str, Any
 def measure_full_stack(opts: Options) -> dict[str, Any]:
     """An ephemeral stack like `loomos demo`'s: dev server, control and node workers, LoomCtl."""
     from loomos.client import LoomOSClient
-    from loomos.config import load_settings
-    from loomos.demo import DEMO_NODE_ID, demo_settings
-    from loomos.stack import LocalStack, StackLayout
+    from loomos.devstack.demo import DEMO_NODE_ID, demo_settings
+    from loomos.devstack.stack import LocalStack, StackLayout
+    from loomos.settings import load_settings
 
     state = opts.workdir / "stack"
     settings = demo_settings(load_settings(REPO / "temporal-dev.yaml"), state)

@@ -26,8 +26,10 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
-from loomos.models import ClusterSnapshot, JobState, JobStatus, LogsResult
-from loomos.spec import JobSpec, SpecError, load_spec, parse_spec
+from loomos.models.jobs import JobState, JobStatus
+from loomos.models.scheduler import ClusterSnapshot
+from loomos.models.spec import JobSpec, SpecError, load_spec, parse_spec
+from loomos.models.training import LogsResult
 
 ENDPOINT_ENV = "LOOMOS_API_ENDPOINT"
 DEFAULT_TIMEOUT_S = 30.0
@@ -261,7 +263,7 @@ def default_endpoint() -> str:
     explicit = os.environ.get(ENDPOINT_ENV)
     if explicit:
         return explicit
-    from loomos.config import ConfigError, load_settings
+    from loomos.settings import ConfigError, load_settings
 
     try:
         return load_settings().api_url

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from loomos.models import NodeAssignment, NodeInfo, PlacementRequest
+from loomos.models.scheduler import NodeAssignment, NodeInfo, PlacementRequest
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.scheduling import request_placement
-from loomos.config import Settings, load_settings
-from loomos.models import CONTROL_TASK_QUEUE
-from loomos.temporal_client import connect_temporal
-from workflows.job import JobWorkflow
-from workflows.logs import FetchLogsWorkflow
-from workflows.scheduler import SchedulerWorkflow
+from loomos.activities.scheduling import request_placement
+from loomos.settings import Settings, load_settings
+from loomos.temporal.client import connect_temporal
+from loomos.temporal.names import CONTROL_TASK_QUEUE
+from loomos.workflows.job import JobWorkflow
+from loomos.workflows.logs import FetchLogsWorkflow
+from loomos.workflows.scheduler import SchedulerWorkflow
 
 WORKFLOWS: Sequence[type] = (JobWorkflow, SchedulerWorkflow, FetchLogsWorkflow)
 log = structlog.get_logger()
@@ -28,7 +28,7 @@ log = structlog.get_logger()
 
 def control_activities(settings: Settings) -> list[Any]:
     """Every activity the control queue serves, wired to this deployment's LoomDB."""
-    from activities.audit import AuditActivities
+    from loomos.activities.audit import AuditActivities
     from loomos.loomdb import open_event_store
 
     audit = AuditActivities(open_event_store(settings.loomdb.url))
@@ -53,6 +53,6 @@ async def run_control_worker(settings: Settings, stop: asyncio.Event | None = No
 
 
 if __name__ == "__main__":
-    from workers.entry import run_until_signalled
+    from loomos.workers.entry import run_until_signalled
 
     run_until_signalled(lambda stop: run_control_worker(load_settings(), stop))

@@ -6,7 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 
-from loomos.config import load_settings
+from loomos.settings import load_settings
 from loomos.structured_logging import configure_logging
 
 

@@ -15,12 +15,13 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.scheduling import announce_node
-from activities.training import TrainingActivities
-from loomos.config import Settings, load_settings
-from loomos.models import NodeInfo, scheduler_workflow_id
-from loomos.node_capacity import detect_node
-from loomos.temporal_client import connect_temporal
+from loomos.activities.scheduling import announce_node
+from loomos.activities.training import TrainingActivities
+from loomos.models.scheduler import NodeInfo
+from loomos.settings import Settings, load_settings
+from loomos.temporal.client import connect_temporal
+from loomos.temporal.names import scheduler_workflow_id
+from loomos.workers.node_capacity import detect_node
 
 log = structlog.get_logger()
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
@@ -79,6 +80,6 @@ async def run_node_worker(settings: Settings, stop: asyncio.Event | None = None)
 
 
 if __name__ == "__main__":
-    from workers.entry import run_until_signalled
+    from loomos.workers.entry import run_until_signalled
 
     run_until_signalled(lambda stop: run_node_worker(load_settings(), stop))

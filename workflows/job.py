@@ -27,30 +27,33 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from loomos import search_attributes as sa
-    from loomos.models import (
-        CONTROL_TASK_QUEUE,
+    from loomos.models.audit import AuditBatch, AuditEvent
+    from loomos.models.jobs import (
         AttemptSummary,
-        AuditBatch,
-        AuditEvent,
-        CheckpointRef,
-        CheckpointsSaved,
         FailureKind,
         JobResult,
         JobState,
         JobStatus,
-        LogsRequest,
+        JobWorkflowInput,
+        StateChange,
+    )
+    from loomos.models.scheduler import (
+        NodeLost,
         Placement,
         PlacementDecision,
         PlacementRequest,
-        StateChange,
-        SubmitJob,
+        ReleaseRequest,
+    )
+    from loomos.models.spec import TimeoutBehavior
+    from loomos.models.training import (
+        CheckpointRef,
+        CheckpointsSaved,
+        LogsRequest,
         TrainingProgress,
         TrainingRequest,
-        scheduler_workflow_id,
     )
-    from loomos.spec import TimeoutBehavior
-    from workflows.scheduler import NodeLost, ReleaseRequest
+    from loomos.temporal import search_attributes as sa
+    from loomos.temporal.names import CONTROL_TASK_QUEUE, scheduler_workflow_id
 
 # Control activities are quick; retry them until they succeed (LoomDB or the scheduler being
 # briefly unreachable must not fail a training job).
@@ -78,7 +81,7 @@ class RuntimeExceeded(Exception):
 @workflow.defn
 class JobWorkflow:
     @workflow.init
-    def __init__(self, job: SubmitJob) -> None:
+    def __init__(self, job: JobWorkflowInput) -> None:
         self.job = job
         self.spec = job.spec
         self.workflow_id = workflow.info().workflow_id
@@ -110,7 +113,7 @@ class JobWorkflow:
     # --- the lifecycle -----------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, job: SubmitJob) -> JobResult:
+    async def run(self, job: JobWorkflowInput) -> JobResult:
         self._audit(
             "job.submitted", spec=self.spec.model_dump(mode="json", exclude={"environment_variables"})
         )

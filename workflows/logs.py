@@ -13,7 +13,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from loomos.models import LogsRequest, LogsResult, node_task_queue
+    from loomos.models.training import LogsRequest, LogsResult
+    from loomos.temporal.names import node_task_queue
 
 NODE_PICKUP_TIMEOUT = timedelta(seconds=10)
 

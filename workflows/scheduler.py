@@ -18,15 +18,15 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from loomos import placement
-    from loomos.models import (
+    from loomos.models.scheduler import (
         ClusterSnapshot,
         NodeInfo,
         NodeUsage,
         Placement,
         PlacementDecision,
         PlacementRequest,
-        job_workflow_id,
     )
+    from loomos.temporal.names import job_workflow_id
 
 PLACEMENT_SIGNAL = "placement_decided"
 

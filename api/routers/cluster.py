@@ -6,10 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from api.deps import TemporalDep
-from api.routers.jobs import POOL_PATTERN
-from api.workflow_calls import DEFAULT_QUERY_TIMEOUT, QueryTimedOut, WorkflowGone, no_worker, query_workflow
-from loomos.models import ClusterSnapshot, scheduler_workflow_id
+from loomos.api.deps import TemporalDep
+from loomos.api.routers.jobs import POOL_PATTERN
+from loomos.api.workflow_calls import (
+    DEFAULT_QUERY_TIMEOUT,
+    QueryTimedOut,
+    WorkflowGone,
+    no_worker,
+    query_workflow,
+)
+from loomos.models.scheduler import ClusterSnapshot
+from loomos.temporal.names import scheduler_workflow_id
 
 router = APIRouter(tags=["cluster"])
 

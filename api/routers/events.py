@@ -49,7 +49,7 @@ def get_event_store(request: Request) -> EventStore:
         if store is None:
             settings = getattr(request.app.state, "settings", None)
             if settings is None:
-                from loomos.config import load_settings
+                from loomos.settings import load_settings
 
                 settings = load_settings()
             try:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.service import RPCError
 
-from api.deps import TemporalDep, TemporalUnavailable
+from loomos.api.deps import TemporalDep, TemporalUnavailable
 from loomos.client import Health, TemporalHealth
 
 router = APIRouter(tags=["health"])

@@ -28,23 +28,21 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import SettingsDep, TemporalDep, workflow_ui_url
-from api.workflow_calls import DEFAULT_QUERY_TIMEOUT, QueryTimedOut, WorkflowGone, no_worker, query_workflow
-from loomos import search_attributes as sa
-from loomos.client import CancelResponse, JobDetail, JobList, JobSummary, SubmitResponse
-from loomos.config import NodeSettings
-from loomos.models import (
-    CONTROL_TASK_QUEUE,
-    JobResult,
-    JobState,
-    JobStatus,
-    LogsRequest,
-    LogsResult,
-    SubmitJob,
-    TrainingProgress,
-    job_workflow_id,
+from loomos.api.deps import SettingsDep, TemporalDep, workflow_ui_url
+from loomos.api.workflow_calls import (
+    DEFAULT_QUERY_TIMEOUT,
+    QueryTimedOut,
+    WorkflowGone,
+    no_worker,
+    query_workflow,
 )
-from loomos.spec import JobSpec
+from loomos.client import CancelResponse, JobDetail, JobList, JobSummary, SubmitResponse
+from loomos.models.jobs import JobResult, JobState, JobStatus, JobWorkflowInput
+from loomos.models.spec import JobSpec
+from loomos.models.training import LogsRequest, LogsResult, TrainingProgress
+from loomos.settings import NodeSettings
+from loomos.temporal import search_attributes as sa
+from loomos.temporal.names import CONTROL_TASK_QUEUE, job_workflow_id
 
 router = APIRouter(tags=["jobs"])
 log = structlog.get_logger()
@@ -105,7 +103,7 @@ async def submit_job(spec: JobSpec, settings: SettingsDep, temporal: TemporalDep
         try:
             await client.start_workflow(
                 JOB_WORKFLOW_TYPE,
-                SubmitJob(job_id=job_id, spec=spec, submitted_at=submitted_at),
+                JobWorkflowInput(job_id=job_id, spec=spec, submitted_at=submitted_at),
                 id=workflow_id,
                 task_queue=CONTROL_TASK_QUEUE,
                 search_attributes=sa.for_job(spec),
@@ -265,7 +263,7 @@ async def _status_from_history(
         break
     if start is None:
         raise HTTPException(502, f"workflow {handle.id} has no start event")
-    (job,) = await client.data_converter.decode(start.input.payloads, [SubmitJob])
+    (job,) = await client.data_converter.decode(start.input.payloads, [JobWorkflowInput])
     state = effective_state(desc.typed_search_attributes.get(sa.STATUS), desc.status)
     status = JobStatus(
         job_id=job.job_id,

@@ -15,9 +15,9 @@ from pydantic import BaseModel, Field
 
 from loomos.marketplace.catalog import Catalog, CatalogError, load_catalog_cached
 from loomos.marketplace.estimate import CostEstimate, estimate_option
+from loomos.marketplace.offer_filters import filter_offers, offer_row
 from loomos.marketplace.optimizer import MarketInputError, Request, Weights, rank_offers
-from loomos.marketplace.query import filter_offers, offer_row
-from loomos.spec import JobSpec
+from loomos.models.spec import JobSpec
 
 router = APIRouter(prefix="/marketplace", tags=["marketplace"])
 

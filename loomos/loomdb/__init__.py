@@ -31,9 +31,9 @@ from loomos.loomdb.errors import (
     RetentionError,
     SchemaError,
 )
-from loomos.loomdb.events import AuditContext, Event, NewEvent, Priority, SecurityContext
 from loomos.loomdb.query import EventQuery, Filter
 from loomos.loomdb.store import EventStore, QueryPage, SubscriptionBatch, open_event_store
+from loomos.models.events import AuditContext, Event, NewEvent, Priority, SecurityContext
 
 __all__ = [
     "AuditContext",

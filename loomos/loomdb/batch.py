@@ -12,7 +12,7 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from loomos.loomdb.events import NewEvent
+from loomos.models.events import NewEvent
 
 if TYPE_CHECKING:
     from loomos.loomdb.store import EventStore

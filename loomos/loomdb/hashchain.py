@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from loomos.loomdb.events import GENESIS_HASH
+from loomos.models.events import GENESIS_HASH
 
 # Every stored column except `hash` itself, in a fixed order.
 HASHED_COLUMNS: tuple[str, ...] = (

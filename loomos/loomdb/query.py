@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from loomos.loomdb.errors import QueryError
-from loomos.loomdb.events import AUDIT_FIELDS, EVENT_TYPE_PATTERN, SECURITY_FIELDS
+from loomos.models.events import AUDIT_FIELDS, EVENT_TYPE_PATTERN, SECURITY_FIELDS
 
 OPERATORS = ("=", "!=", ">=", "<=", ">", "<", "contains", "exists")
 _KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

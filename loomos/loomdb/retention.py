@@ -44,8 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loomos.loomdb.backend_postgres import month_start, next_month, partition_name
 from loomos.loomdb.errors import RetentionError
-from loomos.loomdb.events import EVENT_TYPE_PATTERN, NewEvent
 from loomos.loomdb.hashchain import EVENT_COLUMNS, iso
+from loomos.models.events import EVENT_TYPE_PATTERN, NewEvent
 
 RETENTION_EVENT = "compliance.retention.applied"
 PURGE_EVENT = "compliance.retention.purged"

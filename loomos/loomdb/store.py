@@ -40,17 +40,6 @@ from loomos.loomdb.errors import (
     SchemaError,
     StoredEventId,
 )
-from loomos.loomdb.events import (
-    AUDIT_FIELDS,
-    GENESIS_HASH,
-    SECURITY_FIELDS,
-    AuditContext,
-    Event,
-    NewEvent,
-    Priority,
-    SecurityContext,
-    utcnow,
-)
 from loomos.loomdb.gcpause import GC_PAUSE_MIN, gc_paused
 from loomos.loomdb.hashchain import (
     EVENT_COLUMNS,
@@ -65,6 +54,17 @@ from loomos.loomdb.hashchain import (
 from loomos.loomdb.query import EventQuery, SqlBuilder, encode_cursor
 from loomos.loomdb.schemas import RegisteredSchema, SchemaRegistry, builtin_registry, schema_from_fields
 from loomos.loomdb.tables import ARCHIVE_COLUMNS
+from loomos.models.events import (
+    AUDIT_FIELDS,
+    GENESIS_HASH,
+    SECURITY_FIELDS,
+    AuditContext,
+    Event,
+    NewEvent,
+    Priority,
+    SecurityContext,
+    utcnow,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PAGED_QUERY_SETTINGS = (

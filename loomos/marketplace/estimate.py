@@ -23,8 +23,8 @@ from loomos.marketplace.optimizer import (
     rank_offers,
 )
 from loomos.marketplace.performance import gpu_performance
-from loomos.marketplace.price_record import PriceRecord, PricingModel
-from loomos.spec import JobSpec
+from loomos.models.pricing import CostBreakdown, CostEstimate, PriceRecord, PricingModel
+from loomos.models.spec import JobSpec
 
 HOURS_PER_MONTH = 730.0
 
@@ -85,22 +85,6 @@ class CostAssumptions:
                 raise MarketInputError(f"{name} must not be negative")
         if self.egress_gb is not None and self.egress_gb < 0:
             raise MarketInputError("egress_gb must not be negative")
-
-
-class CostBreakdown(BaseModel):
-    compute: float
-    storage: float
-    network: float
-    total: float
-
-
-class CostEstimate(BaseModel):
-    provider: str
-    pricing_model: PricingModel
-    option: dict[str, Any]
-    breakdown: CostBreakdown
-    assumptions: dict[str, Any]
-    price_record: PriceRecord
 
 
 class InfeasibleError(Exception):

@@ -26,7 +26,7 @@ import numpy as np
 
 from loomos.marketplace.offers import GPU_SPECS, PROVIDERS, Offer, normalise_gpu_name
 from loomos.marketplace.performance import gpu_performance
-from loomos.spec import JobSpec
+from loomos.models.spec import JobSpec
 
 PRICING_MODELS = ("on_demand", "spot")
 

@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from loomos.config import Settings
+from loomos.api.app import create_app
 from loomos.loomdb import NewEvent
+from loomos.settings import Settings
 
 
 @pytest.fixture

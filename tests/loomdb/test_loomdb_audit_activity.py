@@ -8,9 +8,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.audit import AuditActivities, audit_event_id
+from loomos.activities.audit import AuditActivities, audit_event_id
 from loomos.loomdb import EventQuery
-from loomos.models import AuditBatch, AuditEvent
+from loomos.models.audit import AuditBatch, AuditEvent
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 WF = "job-abc123"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from loomos.loomdb import hashchain as H
-from loomos.loomdb.events import NewEvent
+from loomos.models.events import NewEvent
 
 VALUES = [
     {},

@@ -70,7 +70,7 @@ def test_types_time_range_and_order(loaded, clock):
     start = clock.now - timedelta(hours=30)
     got = positions(s, start=start + timedelta(hours=5), end=start + timedelta(hours=8))
     assert got == [6, 7, 8]
-    from loomos.loomdb.events import utcnow
+    from loomos.models.events import utcnow
 
     # occurred_at is the caller's time (real now here), recorded_at the store's (the test clock).
     assert positions(s, time_field="occurred_at", start=utcnow() + timedelta(hours=1)) == []

@@ -18,8 +18,7 @@ from loomos.marketplace.providers.aws import (
     parse_price_list_item,
 )
 from loomos.marketplace.providers.base import ProviderError
-
-from .aws_responses import SPECS, instance_type_doc, price_list_item, spot_row
+from tests.helpers.marketplace.aws_responses import SPECS, instance_type_doc, price_list_item, spot_row
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 

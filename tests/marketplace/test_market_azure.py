@@ -10,8 +10,15 @@ import responses
 
 from loomos.marketplace.providers.azure import AzureOfferSource, gpu_series, parse_price_items
 from loomos.marketplace.providers.base import ProviderError
-
-from .azure_responses import PAGE_1, PAGE_2, PRICES_URL, SKUS, SKUS_URL, StaticTokenCredential, price_item
+from tests.helpers.marketplace.azure_responses import (
+    PAGE_1,
+    PAGE_2,
+    PRICES_URL,
+    SKUS,
+    SKUS_URL,
+    StaticTokenCredential,
+    price_item,
+)
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 

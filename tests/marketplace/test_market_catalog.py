@@ -21,8 +21,7 @@ from loomos.marketplace.catalog import (
 )
 from loomos.marketplace.integrity import apply_rules, check_offer
 from loomos.marketplace.offers import normalise_gpu_name
-
-from .market_helpers import NOW, make_catalog, make_offer
+from tests.helpers.marketplace.offers import NOW, make_catalog, make_offer
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,8 @@ from loomos.marketplace.estimate import (
     price_record,
 )
 from loomos.marketplace.optimizer import MarketInputError, SpotRisk
-from loomos.spec import JobSpec, parse_spec
-
-from .market_helpers import NOW, make_catalog, make_offer
+from loomos.models.spec import JobSpec, parse_spec
+from tests.helpers.marketplace.offers import NOW, make_catalog, make_offer
 
 RECORDED = datetime(2026, 2, 1, 9, 30, tzinfo=UTC)
 

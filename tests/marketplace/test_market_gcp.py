@@ -11,8 +11,7 @@ from google.auth.credentials import AnonymousCredentials
 
 from loomos.marketplace.providers.base import ProviderError
 from loomos.marketplace.providers.gcp import GcpOfferSource, accelerator_key
-
-from .gcp_responses import GOOD_SKUS, SKUS_URL, machine_types, serve, sku
+from tests.helpers.marketplace.gcp_responses import GOOD_SKUS, SKUS_URL, machine_types, serve, sku
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 

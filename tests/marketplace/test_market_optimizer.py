@@ -16,9 +16,8 @@ from loomos.marketplace.optimizer import (
     Weights,
     rank_offers,
 )
-from loomos.spec import JobSpec, parse_spec
-
-from .market_helpers import make_offer
+from loomos.models.spec import JobSpec, parse_spec
+from tests.helpers.marketplace.offers import make_offer
 
 SHAPES = [
     ("H100", 8, 80.0, 192, 2048),

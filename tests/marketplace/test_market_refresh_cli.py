@@ -18,10 +18,9 @@ import yaml
 from typer.testing import CliRunner
 
 from loomos.cli import app
-
-from . import gcp_responses
-from .aws_wire import AwsRegionData, AwsWire, install
-from .azure_responses import PAGE_1, PAGE_2, PRICES_URL, SKUS, SKUS_URL
+from tests.helpers.marketplace import gcp_responses
+from tests.helpers.marketplace.aws_wire import AwsRegionData, AwsWire, install
+from tests.helpers.marketplace.azure_responses import PAGE_1, PAGE_2, PRICES_URL, SKUS, SKUS_URL
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 LOGIN = re.compile(rf"https://login\.microsoftonline\.com/{TENANT}/.*")
