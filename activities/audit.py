@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from loomos.loomdb import EventStore, InvalidEvent, NewEvent
 from loomos.models.audit import AuditBatch, AuditEvent
+from loomos.temporal import names
 
 AUDIT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-5b7a-9f43-2c6d1e0a7b18")
 ATTEMPT_END_TYPES = ("job.retrying", "job.succeeded", "job.failed", "job.cancelled")
@@ -156,9 +157,10 @@ class AuditActivities:
             self.store.append_many(costs)
         return positions
 
-    @activity.defn(name="record_audit_events")
+    @activity.defn(name=names.RECORD_AUDIT_EVENTS)
     async def record_audit_events(self, batch: AuditBatch) -> list[int]:
-        """Append the batch; returns the events' positions (the original ones on a retry)."""
+        """Implements ControlActivities.record_audit_events: append the batch; returns the
+        events' positions (the original ones on a retry)."""
         if not batch.events:
             return []
         try:
@@ -166,4 +168,4 @@ class AuditActivities:
             return await asyncio.to_thread(self._record, batch)
         except InvalidEvent as exc:
             # Retrying cannot make an event valid; fail fast with every violation listed.
-            raise ApplicationError(str(exc), type="InvalidEvent", non_retryable=True) from exc
+            raise ApplicationError(str(exc), type=names.ErrorType.INVALID_EVENT, non_retryable=True) from exc

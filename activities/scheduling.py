@@ -12,17 +12,16 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from loomos.models.scheduler import NodeInfo, PlacementRequest, SchedulerState
-from loomos.temporal.names import CONTROL_TASK_QUEUE, scheduler_workflow_id
-from loomos.workflows.scheduler import SchedulerWorkflow
+from loomos.temporal import names
 
 
 async def signal_scheduler(client: Client, pool: str, signal: str, arg: object) -> None:
     """Deliver `signal` to the pool's scheduler, starting the scheduler if it is not running."""
     await client.start_workflow(
-        SchedulerWorkflow.run,
+        names.SCHEDULER_WORKFLOW,
         SchedulerState(pool=pool),
-        id=scheduler_workflow_id(pool),
-        task_queue=CONTROL_TASK_QUEUE,
+        id=names.scheduler_workflow_id(pool),
+        task_queue=names.CONTROL_TASK_QUEUE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         start_signal=signal,
         start_signal_args=[arg],
@@ -30,9 +29,17 @@ async def signal_scheduler(client: Client, pool: str, signal: str, arg: object) 
 
 
 async def announce_node(client: Client, info: NodeInfo) -> None:
-    await signal_scheduler(client, info.pool, "register_node", info)
+    """Register the node with its pool's scheduler, or renew its lease."""
+    await signal_scheduler(client, info.pool, names.REGISTER_NODE, info)
 
 
-@activity.defn(name="request_placement")
+async def withdraw_node(client: Client, node_id: str, pool: str) -> None:
+    """Tell a running scheduler the node is leaving (a stopping node worker)."""
+    handle = client.get_workflow_handle(names.scheduler_workflow_id(pool))
+    await handle.signal(names.DEREGISTER_NODE, node_id)
+
+
+@activity.defn(name=names.REQUEST_PLACEMENT)
 async def request_placement(request: PlacementRequest) -> None:
-    await signal_scheduler(activity.client(), request.pool, "request_placement", request)
+    """Implements ControlActivities.request_placement."""
+    await signal_scheduler(activity.client(), request.pool, names.REQUEST_PLACEMENT_SIGNAL, request)

@@ -1,4 +1,6 @@
-"""LoomCtl: the FastAPI app. Routers per resource; the Temporal client lives on app.state.
+"""LoomCtl: the FastAPI app. One router per resource parses requests and answers; the logic is
+in loomos.api.services, which raise the domain errors of loomos.api.errors, mapped to HTTP here
+in one place. The Temporal client and the event store live on app.state (loomos.api.deps).
 
 Run it with
 
@@ -25,11 +27,13 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from loomos.api.deps import UNREACHABLE_CODES, TemporalConnection, TemporalUnavailable
-from loomos.api.routers import cluster, events, health, jobs, marketplace
+from loomos.api.errors import LoomCtlError
+from loomos.api.routers import cluster, compliance, events, health, jobs, marketplace
+from loomos.api.services.temporal import UNREACHABLE_CODES, TemporalConnection, TemporalUnavailable
 from loomos.settings import Settings, load_settings
 
 API_VERSION = "0.1.0"
+API_PREFIX = "/api/v1"
 log = structlog.get_logger()
 
 
@@ -63,10 +67,8 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     _install_error_handlers(app)
 
     app.include_router(health.router)
-    app.include_router(jobs.router, prefix="/api/v1")
-    app.include_router(cluster.router, prefix="/api/v1")
-    app.include_router(events.router, prefix="/api/v1")
-    app.include_router(marketplace.router, prefix="/api/v1")
+    for resource in (jobs, cluster, events, compliance, marketplace):
+        app.include_router(resource.router, prefix=API_PREFIX)
     return app
 
 
@@ -101,13 +103,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": _clean_validation_errors(exc.errors())})
 
-    @app.exception_handler(TemporalUnavailable)
-    async def _unavailable(request: Request, exc: TemporalUnavailable) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
+    @app.exception_handler(LoomCtlError)
+    async def _domain(request: Request, exc: LoomCtlError) -> JSONResponse:
+        # The services' errors (loomos.api.errors): each class knows its status code.
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
 
     @app.exception_handler(RPCError)
     async def _rpc(request: Request, exc: RPCError) -> JSONResponse:
-        # Routers turn the errors they expect (NOT_FOUND, ...) into 4xx themselves; what is
+        # Services turn the errors they expect (NOT_FOUND, ...) into domain errors; what is
         # left is Temporal failing under us.
         connection: TemporalConnection = request.app.state.temporal_connection
         if exc.status in UNREACHABLE_CODES:

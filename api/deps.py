@@ -1,108 +1,24 @@
-"""Dependencies shared by the routers: settings and the (lazily connected) Temporal client.
+"""FastAPI dependencies shared by the routers: settings, the (lazily connected) Temporal
+client, the LoomDB event store, and the deadline for workflow queries.
 
-The Temporal client is connected on first use rather than at start-up, so LoomCtl starts and
-answers /healthz while Temporal is still coming up (or down), and recovers by itself once
-Temporal is reachable. Routers ask for it inside their handlers (`await temporal.client()`),
-after FastAPI has validated the request: bad input is a 422 even while Temporal is down.
+Everything lives on `app.state` (set by create_app), so tests and embedding applications can
+put their own there: `settings`, `temporal_connection`, `loomdb`, `query_timeout`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
+from loomos.api.errors import ServiceUnavailable
+from loomos.api.services.temporal import DEFAULT_QUERY_TIMEOUT, TemporalConnection
+from loomos.loomdb import EventStore, open_event_store
 from loomos.settings import Settings
-from loomos.temporal.client import connect_temporal
 
-
-class TemporalUnavailable(Exception):
-    """Temporal could not be reached; the app answers 503 with this message."""
-
-
-# gRPC codes that mean "the server is not there (right now)", as opposed to a bad request.
-UNREACHABLE_CODES = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
-CONNECT_TIMEOUT_S = 10.0
-
-
-class TemporalConnection:
-    """Holds one Temporal client per app; connects it on first use, under a lock.
-
-    Lives at `app.state.temporal_connection`; once connected, the client is also published as
-    `app.state.temporal` for code that only wants a Client (None until the first connection).
-    """
-
-    def __init__(self, settings: Settings, client: Client | None = None, state: Any = None):
-        self.settings = settings
-        self._client = client
-        self._state = state
-        self._lock = asyncio.Lock()
-
-    @property
-    def connected(self) -> Client | None:
-        return self._client
-
-    def unreachable(self, reason: object) -> TemporalUnavailable:
-        t = self.settings.temporal
-        return TemporalUnavailable(
-            f"Temporal is not reachable at {t.address} (namespace {t.namespace}): {reason}. "
-            "Is the Temporal server running (`loomos dev`)?"
-        )
-
-    async def client(self) -> Client:
-        if self._client is not None:
-            return self._client
-        async with self._lock:
-            if self._client is None:
-                client = await self._connect()
-                await self._check_namespace(client)
-                self._client = client
-                if self._state is not None:
-                    self._state.temporal = client
-            return self._client
-
-    async def _connect(self) -> Client:
-        try:
-            # A black-holed address would otherwise wait for the OS's TCP timeout (minutes).
-            return await asyncio.wait_for(connect_temporal(self.settings), CONNECT_TIMEOUT_S)
-        except TimeoutError as err:
-            raise self.unreachable(f"no answer within {CONNECT_TIMEOUT_S:g}s") from err
-        except RPCError as err:
-            raise self.unreachable(err.message) from err
-        except RuntimeError as err:
-            # The SDK reports refused connections as RuntimeError("Failed client connect: ...").
-            raise self.unreachable(_short(str(err))) from err
-
-    async def _check_namespace(self, client: Client) -> None:
-        # Without this, a mistyped namespace makes every job look unknown (404) instead of
-        # pointing at the configuration.
-        t = self.settings.temporal
-        try:
-            await client.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=t.namespace), timeout=timedelta(seconds=CONNECT_TIMEOUT_S)
-            )
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise TemporalUnavailable(
-                    f"namespace {t.namespace!r} does not exist on Temporal at {t.address}: create it "
-                    "(`temporal operator namespace create`) or fix temporal.namespace / $TEMPORAL_NAMESPACE"
-                ) from err
-            raise self.unreachable(err.message) from err
-
-
-def _short(text: str) -> str:
-    # "Failed client connect: Server connection error: tonic::transport::Error(...)" is long and
-    # mostly Rust internals; keep the first two clauses and the OS-level reason if there is one.
-    short = ": ".join(text.split(": ")[:2])
-    for reason in ("Connection refused", "timed out", "No route to host", "Name or service not known"):
-        if reason.lower() in text.lower():
-            return f"{short} ({reason.lower()})"
-    return short
+_open_lock = threading.Lock()
 
 
 def get_settings(request: Request) -> Settings:
@@ -113,19 +29,28 @@ def get_temporal(request: Request) -> TemporalConnection:
     return request.app.state.temporal_connection
 
 
-async def get_temporal_client(request: Request) -> Client:
-    """For routes that need Temporal for everything they do; unreachable -> 503.
+def get_query_timeout(request: Request) -> timedelta:
+    return getattr(request.app.state, "query_timeout", DEFAULT_QUERY_TIMEOUT)
 
-    Note it runs before body validation errors are reported; routes that validate input
-    should take TemporalDep and connect in the handler instead.
-    """
-    return await get_temporal(request).client()
+
+def get_event_store(request: Request) -> EventStore:
+    """The app's LoomDB, opened from settings.loomdb.url on first use and kept on app.state."""
+    store = getattr(request.app.state, "loomdb", None)
+    if store is not None:
+        return store
+    with _open_lock:
+        store = getattr(request.app.state, "loomdb", None)
+        if store is None:
+            url = request.app.state.settings.loomdb.url
+            try:
+                store = open_event_store(url)
+            except Exception as exc:  # unreachable Postgres, unwritable file: say which
+                raise ServiceUnavailable(f"LoomDB at {url.split('@')[-1]} is unavailable: {exc}") from None
+            request.app.state.loomdb = store
+    return store
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TemporalDep = Annotated[TemporalConnection, Depends(get_temporal)]
-TemporalClientDep = Annotated[Client, Depends(get_temporal_client)]
-
-
-def workflow_ui_url(settings: Settings, workflow_id: str) -> str:
-    return f"{settings.ui_url}/namespaces/{settings.temporal.namespace}/workflows/{workflow_id}"
+QueryTimeoutDep = Annotated[timedelta, Depends(get_query_timeout)]
+StoreDep = Annotated[EventStore, Depends(get_event_store)]

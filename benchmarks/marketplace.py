@@ -34,7 +34,7 @@ from loomos.marketplace.catalog import (  # noqa: E402
     write_catalog_atomic,
 )
 from loomos.marketplace.offers import Offer  # noqa: E402
-from loomos.marketplace.optimizer import OfferIndex, Request, rank_offers  # noqa: E402
+from loomos.marketplace.optimizer import OfferIndex, OfferRequest, rank_offers  # noqa: E402
 from loomos.models.spec import parse_spec  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     rank_ms: dict[str, float] = {}
     feasible: dict[str, int] = {}
     for name, spec in requests.items():
-        req = Request.from_spec(spec)
+        req = OfferRequest.from_spec(spec)
         rank_offers(index, req)  # warm-up
         rank_ms[name] = statistics.median(timed(lambda req=req: rank_offers(index, req), reps))
         feasible[name] = rank_offers(index, req, limit=None).feasible_count

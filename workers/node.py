@@ -15,12 +15,11 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from loomos.activities.scheduling import announce_node
+from loomos.activities.scheduling import announce_node, withdraw_node
 from loomos.activities.training import TrainingActivities
 from loomos.models.scheduler import NodeInfo
 from loomos.settings import Settings, load_settings
 from loomos.temporal.client import connect_temporal
-from loomos.temporal.names import scheduler_workflow_id
 from loomos.workers.node_capacity import detect_node
 
 log = structlog.get_logger()
@@ -75,8 +74,7 @@ async def run_node_worker(settings: Settings, stop: asyncio.Event | None = None)
     finally:
         registration.cancel()
         with contextlib.suppress(Exception):
-            handle = client.get_workflow_handle(scheduler_workflow_id(node.pool))
-            await handle.signal("deregister_node", node.node_id)
+            await withdraw_node(client, node.node_id, node.pool)
 
 
 if __name__ == "__main__":

@@ -37,31 +37,21 @@ with workflow.unsafe.imports_passed_through():
         JobWorkflowInput,
         StateChange,
     )
-    from loomos.models.scheduler import (
-        NodeLost,
-        Placement,
-        PlacementDecision,
-        PlacementRequest,
-        ReleaseRequest,
-    )
+    from loomos.models.scheduler import Placement, PlacementDecision, PlacementRequest
     from loomos.models.spec import TimeoutBehavior
     from loomos.models.training import (
         CheckpointRef,
         CheckpointsSaved,
-        LogsRequest,
+        ProgressRequest,
         TrainingProgress,
         TrainingRequest,
     )
+    from loomos.temporal import names
     from loomos.temporal import search_attributes as sa
-    from loomos.temporal.names import CONTROL_TASK_QUEUE, scheduler_workflow_id
+    from loomos.temporal.activities import ControlActivities, NodeActivities
 
-# Control activities are quick; retry them until they succeed (LoomDB or the scheduler being
-# briefly unreachable must not fail a training job).
-CONTROL_ACTIVITY = dict(
-    task_queue=CONTROL_TASK_QUEUE,
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)),
-)
+from loomos.workflows.scheduler_client import CONTROL_ACTIVITY_OPTIONS, SchedulerClient
+
 MULTINODE_BASE_PORT = 29500
 # Behaviour added after histories were recorded: old histories replay without it.
 LIVE_CHECKPOINT_AUDIT = "live-checkpoint-audit"
@@ -78,7 +68,7 @@ class RuntimeExceeded(Exception):
     pass
 
 
-@workflow.defn
+@workflow.defn(name=names.JOB_WORKFLOW)
 class JobWorkflow:
     @workflow.init
     def __init__(self, job: JobWorkflowInput) -> None:
@@ -98,6 +88,7 @@ class JobWorkflow:
             submitted_at=job.submitted_at,
             history=[StateChange(state=JobState.SUBMITTED, at=job.submitted_at)],
         )
+        self.scheduler = SchedulerClient(self.spec.pool)
         self._decision: PlacementDecision | None = None
         self._audit_seq = 0
         self._audit_pending: list[AuditEvent] = []
@@ -158,15 +149,13 @@ class JobWorkflow:
         self._audit("job.queued", attempt=self.status.attempt, pool=self.spec.pool)
         await self._flush_audit()
         self._decision = None
-        await workflow.execute_activity("request_placement", request, **CONTROL_ACTIVITY)
+        await self.scheduler.request_placement(request)
         try:
             await workflow.wait_condition(
                 lambda: self._decision is not None and self._decision.attempt == self.status.attempt
             )
         except asyncio.CancelledError:
-            await self._signal_scheduler(
-                "release", ReleaseRequest(job_id=self.job.job_id, attempt=self.status.attempt)
-            )
+            await self.scheduler.release(self.job.job_id, self.status.attempt)
             raise
         decision = self._decision
         assert decision is not None
@@ -209,8 +198,8 @@ class JobWorkflow:
         started = workflow.now()
         self._stop_progress = None
         tasks = [
-            workflow.start_activity(
-                "run_training",
+            workflow.start_activity_method(
+                NodeActivities.run_training,
                 TrainingRequest(
                     job_id=self.job.job_id,
                     workflow_id=self.workflow_id,
@@ -224,7 +213,6 @@ class JobWorkflow:
                     checkpoint_uri=checkpoint_uri,
                 ),
                 task_queue=node.task_queue,
-                result_type=TrainingProgress,
                 schedule_to_start_timeout=timedelta(seconds=self.job.node_pickup_timeout_s),
                 start_to_close_timeout=remaining + timedelta(minutes=5),
                 heartbeat_timeout=timedelta(seconds=self.job.node_heartbeat_timeout_s),
@@ -283,18 +271,19 @@ class JobWorkflow:
         """
         master = placement.nodes[0]
         try:
-            progress = await workflow.execute_activity(
-                "read_training_progress",
-                LogsRequest(job_id=self.job.job_id, attempt=self.status.attempt, node_id=master.node_id),
+            progress = await workflow.execute_activity_method(
+                NodeActivities.read_training_progress,
+                ProgressRequest(job_id=self.job.job_id, attempt=self.status.attempt, node_id=master.node_id),
                 task_queue=master.task_queue,
-                result_type=TrainingProgress,
                 schedule_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["ProgressNotFound"]),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=3, non_retryable_error_types=[names.ErrorType.PROGRESS_NOT_FOUND]
+                ),
             )
         except ActivityError as err:
             workflow.logger.warning("no stop progress from node %s: %s", master.node_id, err)
             return
-        self._absorb(progress)
+        self.status.absorb(progress)
         self._stop_progress = progress
 
     def _classify(self, err: BaseException | None, placement: Placement) -> AttemptFailed:
@@ -360,18 +349,14 @@ class JobWorkflow:
             self.status.error = f"{failure.kind.value}: {_first_line(str(failure))}"
             if failure.kind == FailureKind.NODE_LOST:
                 for node in placement.nodes:
-                    await self._signal_scheduler(
-                        "node_lost", NodeLost(node_id=node.node_id, reason=str(failure))
-                    )
+                    await self.scheduler.node_lost(node.node_id, str(failure))
         if progress is not None:
-            self._absorb(progress)
+            self.status.absorb(progress)
             summary.resumed_from_step = progress.resumed_from_step
             summary.last_step = progress.step
             for ckpt in progress.checkpoints:
                 self._audit_checkpoint(self.status.attempt, ckpt)
-        await self._signal_scheduler(
-            "release", ReleaseRequest(job_id=self.job.job_id, attempt=self.status.attempt)
-        )
+        await self.scheduler.release(self.job.job_id, self.status.attempt)
         self._placement = None
         await self._flush_audit()
 
@@ -400,12 +385,12 @@ class JobWorkflow:
 
     # --- signals and queries -----------------------------------------------------------------
 
-    @workflow.signal
+    @workflow.signal(name=names.PLACEMENT_DECIDED)
     def placement_decided(self, decision: PlacementDecision) -> None:
         if decision.attempt == self.status.attempt:
             self._decision = decision
 
-    @workflow.signal(name="checkpoints_saved")
+    @workflow.signal(name=names.CHECKPOINTS_SAVED)
     def checkpoints_saved(self, saved: CheckpointsSaved) -> None:
         """The running attempt's rank 0 wrote checkpoints (sent by the training activity)."""
         if saved.attempt != self.status.attempt or not saved.checkpoints:
@@ -416,7 +401,7 @@ class JobWorkflow:
         if self.status.last_checkpoint is None or newest.step >= self.status.last_checkpoint.step:
             self.status.last_checkpoint = newest
 
-    @workflow.query(name="status")
+    @workflow.query(name=names.JOB_STATUS_QUERY)
     def get_status(self) -> JobStatus:
         return self.status
 
@@ -442,18 +427,6 @@ class JobWorkflow:
         self.status.state = state
         self.status.history.append(StateChange(state=state, at=workflow.now(), reason=reason))
         workflow.upsert_search_attributes([sa.STATUS.value_set(state.value)])
-
-    def _absorb(self, progress: TrainingProgress) -> None:
-        if progress.step is not None:
-            self.status.step = progress.step
-        if progress.total_steps is not None:
-            self.status.total_steps = progress.total_steps
-        if progress.metrics:
-            self.status.metrics = progress.metrics
-        if progress.last_checkpoint is not None:
-            self.status.last_checkpoint = progress.last_checkpoint
-        if progress.resumed_from_step is not None:
-            self.status.resumed_from_step = progress.resumed_from_step
 
     def _audit_checkpoint(self, attempt: int, ckpt: CheckpointRef) -> None:
         if (attempt, ckpt.step) in self._checkpoints_audited:
@@ -483,16 +456,9 @@ class JobWorkflow:
             events=self._audit_pending,
         )
         self._audit_pending = []
-        await workflow.execute_activity("record_audit_events", batch, **CONTROL_ACTIVITY)
-
-    async def _signal_scheduler(self, signal: str, arg: object) -> None:
-        handle = workflow.get_external_workflow_handle(scheduler_workflow_id(self.spec.pool))
-        try:
-            await handle.signal(signal, arg)
-        except Exception as err:
-            # The scheduler only holds capacity for live jobs; if it is unreachable the
-            # allocation is reclaimed when it next sees this job's placement answer fail.
-            workflow.logger.warning("signal %s to scheduler failed: %s", signal, err)
+        await workflow.execute_activity_method(
+            ControlActivities.record_audit_events, batch, **CONTROL_ACTIVITY_OPTIONS
+        )
 
 
 def _stopped_by_cancel(task: asyncio.Task[Any]) -> bool:

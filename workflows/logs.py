@@ -14,21 +14,21 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from loomos.models.training import LogsRequest, LogsResult
-    from loomos.temporal.names import node_task_queue
+    from loomos.temporal import names
+    from loomos.temporal.activities import NodeActivities
 
 NODE_PICKUP_TIMEOUT = timedelta(seconds=10)
 
 
-@workflow.defn
+@workflow.defn(name=names.FETCH_LOGS_WORKFLOW)
 class FetchLogsWorkflow:
     @workflow.run
     async def run(self, request: LogsRequest) -> LogsResult:
         try:
-            return await workflow.execute_activity(
-                "read_training_log",
+            return await workflow.execute_activity_method(
+                NodeActivities.read_training_log,
                 request,
-                result_type=LogsResult,
-                task_queue=node_task_queue(request.node_id),
+                task_queue=names.node_task_queue(request.node_id),
                 schedule_to_start_timeout=NODE_PICKUP_TIMEOUT,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=1),
@@ -38,7 +38,7 @@ class FetchLogsWorkflow:
                 raise ApplicationError(
                     f"node {request.node_id} did not answer within {NODE_PICKUP_TIMEOUT.seconds}s "
                     "(its node worker is not running)",
-                    type="NodeUnreachable",
+                    type=names.ErrorType.NODE_UNREACHABLE,
                     non_retryable=True,
                 ) from None
             if isinstance(err.cause, ApplicationError):

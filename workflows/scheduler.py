@@ -11,9 +11,8 @@ Long-lived: it continues-as-new when Temporal suggests it, carrying its state.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
@@ -21,43 +20,19 @@ with workflow.unsafe.imports_passed_through():
     from loomos.models.scheduler import (
         ClusterSnapshot,
         NodeInfo,
+        NodeLost,
+        NodeRecord,
         NodeUsage,
         Placement,
         PlacementDecision,
         PlacementRequest,
+        ReleaseRequest,
+        SchedulerState,
     )
-    from loomos.temporal.names import job_workflow_id
-
-PLACEMENT_SIGNAL = "placement_decided"
+    from loomos.temporal import names
 
 
-class NodeRecord(BaseModel):
-    info: NodeInfo
-    last_seen: datetime
-    available: bool = True
-    unavailable_reason: str | None = None
-
-
-class SchedulerState(BaseModel):
-    pool: str
-    # A node whose lease is older than this is not given new work (it may be dead).
-    node_lease_s: float = 60
-    nodes: dict[str, NodeRecord] = Field(default_factory=dict)  # registration order
-    allocations: dict[str, Placement] = Field(default_factory=dict)  # job id -> placement
-    queue: list[PlacementRequest] = Field(default_factory=list)
-
-
-class ReleaseRequest(BaseModel):
-    job_id: str
-    attempt: int
-
-
-class NodeLost(BaseModel):
-    node_id: str
-    reason: str
-
-
-@workflow.defn
+@workflow.defn(name=names.SCHEDULER_WORKFLOW)
 class SchedulerWorkflow:
     @workflow.init
     def __init__(self, state: SchedulerState) -> None:
@@ -86,7 +61,7 @@ class SchedulerWorkflow:
 
     # --- signals from node workers -----------------------------------------------------------
 
-    @workflow.signal
+    @workflow.signal(name=names.REGISTER_NODE)
     def register_node(self, info: NodeInfo) -> None:
         """A node announces itself; repeated announcements renew its lease."""
         now = workflow.now()
@@ -95,14 +70,14 @@ class SchedulerWorkflow:
         self.state.nodes[info.node_id] = NodeRecord(info=info, last_seen=now)
         self._dirty = True
 
-    @workflow.signal
+    @workflow.signal(name=names.DEREGISTER_NODE)
     def deregister_node(self, node_id: str) -> None:
         self.state.nodes.pop(node_id, None)
         self._dirty = True
 
     # --- signals from job workflows ----------------------------------------------------------
 
-    @workflow.signal
+    @workflow.signal(name=names.REQUEST_PLACEMENT_SIGNAL)
     def request_placement(self, request: PlacementRequest) -> None:
         if request.job_id in self.state.allocations:
             # A retried request for an attempt we already placed: the job moved on to a new
@@ -115,7 +90,7 @@ class SchedulerWorkflow:
         self.state.queue.append(request)
         self._dirty = True
 
-    @workflow.signal
+    @workflow.signal(name=names.RELEASE)
     def release(self, request: ReleaseRequest) -> None:
         """A job's attempt ended (or it left the queue): free its slots."""
         held = self.state.allocations.get(request.job_id)
@@ -126,7 +101,7 @@ class SchedulerWorkflow:
         ]
         self._dirty = True
 
-    @workflow.signal
+    @workflow.signal(name=names.NODE_LOST)
     def node_lost(self, lost: NodeLost) -> None:
         """A job saw this node stop heartbeating: no new work until it registers again."""
         record = self.state.nodes.get(lost.node_id)
@@ -137,7 +112,7 @@ class SchedulerWorkflow:
 
     # --- queries -----------------------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(name=names.SNAPSHOT_QUERY)
     def snapshot(self) -> ClusterSnapshot:
         used = self._used_slots()
         usage = [
@@ -217,9 +192,9 @@ class SchedulerWorkflow:
         self, decisions: list[PlacementDecision], workflow_ids: dict[str, str] | None = None
     ) -> None:
         async def send(d: PlacementDecision) -> None:
-            wid = (workflow_ids or {}).get(d.job_id) or job_workflow_id(d.job_id)
+            wid = (workflow_ids or {}).get(d.job_id) or names.job_workflow_id(d.job_id)
             try:
-                await workflow.get_external_workflow_handle(wid).signal(PLACEMENT_SIGNAL, d)
+                await workflow.get_external_workflow_handle(wid).signal(names.PLACEMENT_DECIDED, d)
             except Exception as err:  # the job is gone (cancelled, terminated): take back its slots
                 workflow.logger.warning("placement answer to %s failed: %s", wid, err)
                 held = self.state.allocations.get(d.job_id)

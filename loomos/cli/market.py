@@ -177,7 +177,7 @@ def estimate_cmd(
     from dataclasses import replace
 
     from loomos.marketplace.estimate import estimate_option
-    from loomos.marketplace.optimizer import Request, Weights, parse_providers, rank_offers
+    from loomos.marketplace.optimizer import OfferRequest, Weights, parse_providers, rank_offers
 
     spec = _load_spec(spec_path)
     cat = _load(catalog, onprem_config)
@@ -187,7 +187,7 @@ def estimate_cmd(
         _fail("--pricing spot needs a preemptible job (set preemptible: true in the spec)")
     models = ("on_demand", "spot") if pricing == "auto" else (pricing,)
     w = _guard(lambda: Weights.parse(weights)) if weights else Weights()
-    request = _guard(lambda: Request.from_spec(spec))
+    request = _guard(lambda: OfferRequest.from_spec(spec))
     if provider is not None:
         only = _guard(lambda: parse_providers([provider]))
         if request.providers is not None and not only <= request.providers:

@@ -17,7 +17,7 @@ from loomos.marketplace.offers import PROVIDERS, Offer
 from loomos.marketplace.optimizer import (
     MarketInputError,
     RankedOption,
-    Request,
+    OfferRequest,
     SpotRisk,
     Weights,
     rank_offers,
@@ -144,7 +144,7 @@ def estimate_job_cost(
     catalog = catalog or load_catalog()
     assumptions = assumptions or CostAssumptions()
     risk = risk or SpotRisk()
-    request = Request.from_spec(spec, risk)
+    request = OfferRequest.from_spec(spec, risk)
     if provider is not None:
         if request.providers is not None and provider not in request.providers:
             raise InfeasibleError([f"the spec allows providers {sorted(request.providers)}, not {provider}"])
@@ -158,7 +158,7 @@ def estimate_job_cost(
     return estimate_option(option, spec, catalog, assumptions, risk, now)
 
 
-def _with_providers(request: Request, providers: frozenset[str]) -> Request:
+def _with_providers(request: OfferRequest, providers: frozenset[str]) -> OfferRequest:
     return replace(request, providers=providers)
 
 
@@ -173,7 +173,7 @@ def estimate_option(
     """The cost breakdown and price record of one ranked option (e.g. the weighted winner)."""
     assumptions = assumptions or CostAssumptions()
     risk = risk or SpotRisk()
-    request = Request.from_spec(spec, risk)
+    request = OfferRequest.from_spec(spec, risk)
     breakdown, used = breakdown_for(option, spec, assumptions)
     meta = catalog.providers.get(option.offer.provider)
     as_of = meta.as_of if meta else option.offer.fetched_at.date().isoformat()

@@ -88,7 +88,10 @@ class SpotRisk:
 
 
 @dataclass(frozen=True)
-class Request:
+class OfferRequest:
+    """What a job asks of the market, derived from its JobSpec: the shape of machine, where it
+    may run, the price cap, and how long it runs (for the whole-job cost)."""
+
     gpu_types: frozenset[str] | None  # None: any GPU type
     gpu_count: int  # per node
     gpu_memory_gb: float | None  # per GPU, minimum
@@ -104,7 +107,7 @@ class Request:
     assumptions: tuple[str, ...] = ()
 
     @classmethod
-    def from_spec(cls, spec: JobSpec, risk: SpotRisk | None = None) -> Request:
+    def from_spec(cls, spec: JobSpec, risk: SpotRisk | None = None) -> OfferRequest:
         risk = risk or SpotRisk()
         res = spec.resources
         notes: list[str] = []
@@ -222,7 +225,7 @@ class RankedOption:
 
 @dataclass
 class Ranking:
-    request: Request
+    request: OfferRequest
     options: list[RankedOption]
     feasible_count: int
     reasons: list[str]  # why nothing (or less than asked) is feasible
@@ -281,7 +284,7 @@ class OfferIndex:
 
 def rank_offers(
     offers: OfferIndex | Iterable[Offer],
-    request: Request,
+    request: OfferRequest,
     weights: Weights | None = None,
     risk: SpotRisk | None = None,
     limit: int | None = 20,
@@ -476,7 +479,7 @@ def _reason(
     return "; ".join(parts)
 
 
-def _why_empty(request: Request, v: dict[str, Any]) -> str:
+def _why_empty(request: OfferRequest, v: dict[str, Any]) -> str:
     counts = v["counts"]
     want = ", ".join(sorted(request.gpu_types)) if request.gpu_types else "any GPU"
     if counts["provider"] == 0:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from temporalio.client import WorkflowExecutionStatus
 
 from loomos.api.app import create_app
-from loomos.api.routers.jobs import _quote, build_list_query, effective_state, merge_progress
+from loomos.api.services.jobs import build_list_query, effective_state
 from loomos.models.jobs import JobState, JobStatus
 from loomos.models.training import CheckpointRef, TrainingProgress
 from loomos.settings import Settings
@@ -259,7 +259,7 @@ def test_list_query_is_built_from_validated_values() -> None:
         'LoomUser = "alice" AND LoomTeam = "nlp" AND LoomPool = "default"'
     )
     with pytest.raises(ValueError):
-        _quote('x" OR WorkflowType = "SchedulerWorkflow')
+        build_list_query(None, 'x" OR WorkflowType = "SchedulerWorkflow', None, None)
 
 
 @pytest.mark.parametrize(
@@ -298,19 +298,18 @@ def test_heartbeat_is_merged_only_forward() -> None:
         metrics={"loss": 1.0, "acc": 0.5},
         last_checkpoint=CheckpointRef(step=50, uri="file:///c/50"),
     )
-    merge_progress(
-        status,
+    status.absorb(
         TrainingProgress(
             attempt=2,
             step=40,
             metrics={"loss": 0.9},
             last_checkpoint=CheckpointRef(step=30, uri="file:///c/30"),
         ),
+        only_forward=True,
     )
     assert status.step == 50 and status.last_checkpoint and status.last_checkpoint.step == 50
     assert status.metrics == {"loss": 0.9, "acc": 0.5}
-    merge_progress(
-        status,
+    status.absorb(
         TrainingProgress(
             attempt=2,
             step=70,
@@ -318,6 +317,7 @@ def test_heartbeat_is_merged_only_forward() -> None:
             resumed_from_step=50,
             last_checkpoint=CheckpointRef(step=60, uri="file:///c/60"),
         ),
+        only_forward=True,
     )
     assert (status.step, status.total_steps, status.resumed_from_step) == (70, 100, 50)
     assert status.last_checkpoint.uri == "file:///c/60"

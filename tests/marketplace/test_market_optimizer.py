@@ -11,7 +11,7 @@ import pytest
 from loomos.marketplace.offers import Offer
 from loomos.marketplace.optimizer import (
     MarketInputError,
-    Request,
+    OfferRequest,
     SpotRisk,
     Weights,
     rank_offers,
@@ -61,7 +61,7 @@ def spec(**kw: Any) -> JobSpec:
     return parse_spec(data)
 
 
-def satisfies(o: Offer, r: Request, model: str) -> bool:
+def satisfies(o: Offer, r: OfferRequest, model: str) -> bool:
     price = o.price(model)
     return (
         (r.gpu_types is None or o.gpu_type in r.gpu_types)
@@ -98,7 +98,7 @@ REQUESTS = [
 def test_properties_over_random_catalogs(seed: int, req: dict[str, Any]) -> None:
     offers = random_offers(300, seed)
     s = spec(**req)
-    request = Request.from_spec(s)
+    request = OfferRequest.from_spec(s)
     ranking = rank_offers(offers, request, limit=None)
     # never an infeasible option; spot only for preemptible jobs
     for opt in ranking.options:
@@ -128,7 +128,7 @@ def test_properties_over_random_catalogs(seed: int, req: dict[str, Any]) -> None
 def test_spot_never_chosen_for_a_non_preemptible_job_even_when_much_cheaper() -> None:
     offers = [make_offer(price_on_demand=98.32, price_spot=1.0)]
     ranking = rank_offers(
-        offers, Request.from_spec(spec(resources={"gpu_type": "H100", "gpu_count": 8})), Weights(1, 0, 0)
+        offers, OfferRequest.from_spec(spec(resources={"gpu_type": "H100", "gpu_count": 8})), Weights(1, 0, 0)
     )
     assert [o.pricing_model for o in ranking.options] == ["on_demand"]
     assert "spot not considered: the job is not preemptible" in ranking.reasons
@@ -144,7 +144,7 @@ def test_spot_expected_cost_includes_interruption_risk() -> None:
         checkpoint_config={"interval_minutes": 20},
         marketplace={"expected_runtime_hours": 10},
     )
-    ranking = rank_offers(offers, Request.from_spec(s), risk=SpotRisk({"aws": 0.05}, restart_hours=0.25))
+    ranking = rank_offers(offers, OfferRequest.from_spec(s), risk=SpotRisk({"aws": 0.05}, restart_hours=0.25))
     spot = next(o for o in ranking.options if o.pricing_model == "spot")
     assert spot.expected_interruptions == pytest.approx(1.0)
     assert spot.expected_hours == pytest.approx(10 + 1 / 6 + 0.25)
@@ -162,7 +162,7 @@ def test_without_checkpoints_spot_loses_half_the_run_per_interruption() -> None:
         marketplace={"expected_runtime_hours": 10},
     )
     ranking = rank_offers(
-        offers, Request.from_spec(s), Weights(1, 0, 0), SpotRisk({"aws": 0.1}, restart_hours=0)
+        offers, OfferRequest.from_spec(s), Weights(1, 0, 0), SpotRisk({"aws": 0.1}, restart_hours=0)
     )
     spot = next(o for o in ranking.options if o.pricing_model == "spot")
     assert spot.expected_hours == pytest.approx(10 + 1.0 * 5)
@@ -181,7 +181,7 @@ def test_multi_node_options_stay_in_one_offer_and_respect_owned_capacity() -> No
         make_offer(zone="us-east-1a"),
     ]
     ranking = rank_offers(
-        offers, Request.from_spec(spec(resources={"gpu_type": "H100", "gpu_count": 8, "nodes": 3}))
+        offers, OfferRequest.from_spec(spec(resources={"gpu_type": "H100", "gpu_count": 8, "nodes": 3}))
     )
     assert [o.offer.key for o in ranking.options] == ["aws/us-east-1/us-east-1a/p5.48xlarge"]
     assert ranking.options[0].nodes == 3 and ranking.options[0].price_per_hour == pytest.approx(3 * 98.32)
@@ -190,7 +190,7 @@ def test_multi_node_options_stay_in_one_offer_and_respect_owned_capacity() -> No
 def test_on_demand_rows_of_several_zones_are_one_option() -> None:
     offers = [make_offer(zone="us-east-1a", price_spot=20.0), make_offer(zone="us-east-1b", price_spot=25.0)]
     ranking = rank_offers(
-        offers, Request.from_spec(spec(resources={"gpu_type": "H100", "gpu_count": 8}, preemptible=True))
+        offers, OfferRequest.from_spec(spec(resources={"gpu_type": "H100", "gpu_count": 8}, preemptible=True))
     )
     models = sorted(o.pricing_model for o in ranking.options)
     assert models == ["on_demand", "spot", "spot"]
@@ -216,16 +216,16 @@ def test_on_demand_rows_of_several_zones_are_one_option() -> None:
     ],
 )
 def test_infeasible_requests_say_why(kw: dict[str, Any], reason: str) -> None:
-    ranking = rank_offers([make_offer()], Request.from_spec(spec(**kw)))
+    ranking = rank_offers([make_offer()], OfferRequest.from_spec(spec(**kw)))
     assert ranking.options == [] and not ranking.feasible
     assert reason in ranking.reasons[0]
 
 
 def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(MarketInputError, match="unknown GPU type 'TPUV5'"):
-        Request.from_spec(spec(resources={"gpu_type": "TPUv5"}))
+        OfferRequest.from_spec(spec(resources={"gpu_type": "TPUv5"}))
     with pytest.raises(MarketInputError, match="unknown provider"):
-        Request.from_spec(spec(marketplace={"providers": ["oracle"]}))
+        OfferRequest.from_spec(spec(marketplace={"providers": ["oracle"]}))
     with pytest.raises(MarketInputError, match="not all zero"):
         Weights(0, 0, 0)
     with pytest.raises(MarketInputError, match="non-negative"):
@@ -235,7 +235,7 @@ def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(MarketInputError, match="'x' is not a number"):
         Weights.parse("cost=x")
     with pytest.raises(MarketInputError, match="unknown pricing model"):
-        rank_offers([make_offer()], Request.from_spec(spec()), pricing_models=("reserved",))
+        rank_offers([make_offer()], OfferRequest.from_spec(spec()), pricing_models=("reserved",))
     assert Weights.parse("cost=1, perf=0,avail=0") == Weights(1, 0, 0)
 
 
@@ -244,10 +244,10 @@ def test_a100_matches_both_sizes_unless_memory_narrows_it() -> None:
         make_offer(instance_type="a", gpu_type="A100-40GB", gpu_memory_gb=40.0, gpu_count=8),
         make_offer(instance_type="b", gpu_type="A100-80GB", gpu_memory_gb=80.0, gpu_count=8),
     ]
-    both = rank_offers(offers, Request.from_spec(spec(resources={"gpu_type": "A100", "gpu_count": 8})))
+    both = rank_offers(offers, OfferRequest.from_spec(spec(resources={"gpu_type": "A100", "gpu_count": 8})))
     assert {o.offer.instance_type for o in both.options} == {"a", "b"}
     big = rank_offers(
-        offers, Request.from_spec(spec(resources={"gpu_type": "A100", "gpu_count": 8, "gpu_memory_gb": 80}))
+        offers, OfferRequest.from_spec(spec(resources={"gpu_type": "A100", "gpu_count": 8, "gpu_memory_gb": 80}))
     )
     assert [o.offer.instance_type for o in big.options] == ["b"]
 
@@ -259,14 +259,14 @@ def test_performance_weight_prefers_faster_gpus() -> None:
             instance_type="l", gpu_type="L4", gpu_memory_gb=24.0, price_on_demand=13.35, price_spot=None
         ),
     ]
-    request = Request.from_spec(spec(resources={"gpu_count": 8}))
+    request = OfferRequest.from_spec(spec(resources={"gpu_count": 8}))
     assert rank_offers(offers, request, Weights(0, 1, 0)).options[0].offer.instance_type == "h"
     assert rank_offers(offers, request, Weights(1, 0, 0)).options[0].offer.instance_type == "l"
 
 
 def test_runtime_falls_back_to_max_runtime_and_says_so() -> None:
-    request = Request.from_spec(spec(max_runtime_hours=5))
+    request = OfferRequest.from_spec(spec(max_runtime_hours=5))
     assert request.runtime_hours == 5 and "max_runtime_hours=5" in request.assumptions[0]
-    steps = Request.from_spec(spec(checkpoint_config={"interval_steps": 100}))
+    steps = OfferRequest.from_spec(spec(checkpoint_config={"interval_steps": 100}))
     assert steps.checkpoint_hours == pytest.approx(0.5) and any("100 steps" in a for a in steps.assumptions)
     assert replace(steps, nodes=2).nodes == 2
