@@ -1,69 +1,32 @@
-"""`loomos events query|tail|verify` and `loomos compliance report` (LoomDB).
+"""`loomos events query|tail|verify|retention`: LoomDB, read straight from the database.
 
-These talk straight to the database (`--db-url`, default: settings' loomdb.url), like an
-auditor's tool should: `verify` in particular must not trust a server in between.
-Errors are one red line and exit code 2.
+These talk to the database (`--db-url`, default: settings' loomdb.url), like an auditor's tool
+should: `verify` in particular must not trust a server in between. Errors follow the CLI's
+rule (loomos.cli.errors): one red line, exit code 2 for bad input, 1 for failures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-events_app = typer.Typer(no_args_is_help=True)
-compliance_app = typer.Typer(no_args_is_help=True)
+from loomos.cli.errors import EXIT_BAD_INPUT, console, err_console, fail, reported_errors
 
-console = Console()
-err_console = Console(stderr=True)
+events_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
+
+LOOMDB = "cannot use LoomDB"  # what database errors are about
 DB_URL_HELP = "LoomDB URL (sqlite:////path or postgresql://...); default: settings' loomdb.url"
 
 
-def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
-    return typer.Exit(2)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """Every expected failure becomes one readable line."""
-    from pydantic import ValidationError
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from loomos.loomdb import LoomDBError
-    from loomos.settings import ConfigError
-
-    try:
-        yield
-    except (LoomDBError, ConfigError) as exc:
-        raise _fail(str(exc)) from None
-    except ValidationError as exc:
-        raise _fail(
-            "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
-        ) from None
-    except (SQLAlchemyError, OSError) as exc:
-        raise _fail(f"cannot use LoomDB: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # psycopg errors and friends, without a traceback
-        if type(exc).__module__.startswith("psycopg"):
-            raise _fail(
-                f"cannot use LoomDB: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-            ) from None
-        raise
-
-
-def _store(db_url: str | None) -> Any:
+def open_store(db_url: str | None) -> Any:
+    """The LoomDB at --db-url, else at settings' loomdb.url."""
     from loomos.loomdb import open_event_store
 
     if db_url is None:
@@ -73,7 +36,8 @@ def _store(db_url: str | None) -> Any:
     return open_event_store(db_url)
 
 
-def _when(value: str | None, name: str) -> datetime | None:
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 option value (UTC when it names no zone); None when not given."""
     if value is None:
         return None
     try:
@@ -127,10 +91,10 @@ def query(
 
     if order not in ("asc", "desc"):
         raise typer.BadParameter("must be asc or desc", param_hint="--order")
-    start, end = _when(since, "--since"), _when(until, "--until")
+    start, end = parse_time(since, "--since"), parse_time(until, "--until")
     if start is not None and end is not None and end <= start:
         raise typer.BadParameter(f"must be after --since ({since})", param_hint="--until")
-    with _errors():
+    with reported_errors(LOOMDB):
         q = EventQuery(
             event_types=event_type,
             stream_id=stream,
@@ -141,7 +105,7 @@ def query(
             limit=limit,
             cursor=cursor,
         )
-        store = _store(db_url)
+        store = open_store(db_url)
         page = store.query(q)
     if as_json:
         for e in page.events:
@@ -171,9 +135,9 @@ def tail(
     """Follow events live (catch-up first when --from-position or --consumer is given)."""
     from loomos.loomdb import EventQuery
 
-    with _errors():
+    with reported_errors(LOOMDB):
         q = EventQuery(event_types=event_type, filters=filters)
-        store = _store(db_url)
+        store = open_store(db_url)
         if from_position is None and consumer is None:
             from_position = store.head()[0]
 
@@ -214,8 +178,8 @@ def verify(
     db_url: str | None = typer.Option(None, help=DB_URL_HELP),
 ) -> None:
     """Check the hash chain; report the first altered, inserted or deleted event (exit 1)."""
-    with _errors():
-        report = _store(db_url).verify(deep_archives=deep)
+    with reported_errors(LOOMDB):
+        report = open_store(db_url).verify(deep_archives=deep)
     if as_json:
         print(json.dumps(report.as_dict()))
     elif report.ok:
@@ -250,15 +214,17 @@ def retention(
 
     from loomos.loomdb.retention import RetentionPolicy, apply_retention
 
-    with _errors():
+    with reported_errors(LOOMDB):
         try:
             raw = yaml.safe_load(policy_file.read_text())
+        except OSError as exc:
+            fail(f"{policy_file}: cannot read ({exc.strerror})", EXIT_BAD_INPUT)
         except yaml.YAMLError as exc:
-            raise _fail(f"{policy_file}: not valid YAML or JSON: {exc}") from None
+            fail(f"{policy_file}: not valid YAML or JSON: {exc}", EXIT_BAD_INPUT)
         if not isinstance(raw, dict):
-            raise _fail(f"{policy_file}: expected a mapping of RetentionPolicy fields")
+            fail(f"{policy_file}: expected a mapping of RetentionPolicy fields", EXIT_BAD_INPUT)
         policy = RetentionPolicy.model_validate(raw)
-        actions = apply_retention(_store(db_url), policy, dry_run=dry_run)
+        actions = apply_retention(open_store(db_url), policy, dry_run=dry_run)
     if as_json:
         print(json.dumps(actions))
         return
@@ -277,57 +243,3 @@ def retention(
             action, a["partition"], span, str(a["event_count"]), a.get("uri", ""), a.get("expires_at", "")
         )
     console.print(t)
-
-
-@compliance_app.command("report")
-def report(
-    start: str = typer.Option(..., help="ISO 8601 start (inclusive)"),
-    end: str = typer.Option(..., help="ISO 8601 end (exclusive)"),
-    fmt: str = typer.Option("table", "--format", help="table, json or csv"),
-    output: Path | None = typer.Option(None, "--output", "-o", help="write here instead of stdout"),
-    db_url: str | None = typer.Option(None, help=DB_URL_HELP),
-) -> None:
-    """Access audit for a time range: who did what, denials, data access by classification."""
-    from loomos.loomdb.analytics import compliance_report, report_csv
-
-    if fmt not in ("table", "json", "csv"):
-        raise typer.BadParameter("must be table, json or csv", param_hint="--format")
-    s, e = _when(start, "--start"), _when(end, "--end")
-    with _errors():
-        data = compliance_report(_store(db_url), s, e)
-    if fmt == "table":
-        if output is not None:
-            raise typer.BadParameter("--output needs --format json or csv", param_hint="--output")
-        t = Table(title=f"Access audit {data['start']} .. {data['end']}")
-        for col in ("user", "event type", "count", "first", "last"):
-            t.add_column(col)
-        for r in data["access_audit"]:
-            t.add_row(r["user_id"] or "-", r["event_type"], str(r["count"]), r["first"], r["last"])
-        console.print(t)
-        d = Table(title="Denials")
-        for col in ("pos", "when", "user", "type", "resource", "reason"):
-            d.add_column(col)
-        for r in data["denials"]:
-            d.add_row(
-                str(r["position"]),
-                r["occurred_at"],
-                r["user_id"] or "-",
-                r["event_type"],
-                r["stream_id"],
-                r["reason"] or "",
-            )
-        console.print(d)
-        c = Table(title="Data access by classification")
-        for col in ("classification", "events", "users"):
-            c.add_column(col)
-        for r in data["data_access_by_classification"]:
-            c.add_row(r["data_classification"], str(r["count"]), str(r["users"]))
-        console.print(c)
-        return
-    text = json.dumps(data, indent=2) if fmt == "json" else report_csv(data)
-    if output is None:
-        print(text)
-        return
-    with _errors():
-        output.write_text(text)
-    err_console.print(f"wrote {output}")

@@ -1,99 +1,38 @@
-"""`loomos submit`, `loomos jobs ...`, `loomos cluster ...`: talk to LoomCtl through the SDK.
+"""`loomos submit` and `loomos jobs list|status|cancel|logs`: talk to LoomCtl through the SDK.
 
-Every failure is one red `error: ...` line on stderr, never a traceback. Exit codes: 2 for
-bad input (an invalid spec or argument, a 4xx validation answer), 1 for everything the
-server or the job reports (unknown job, job failed, LoomCtl or Temporal unreachable).
+Errors follow the CLI's rule (loomos.cli.errors): one red line, exit code 2 for bad input (an
+invalid spec or argument, a 4xx validation answer), 1 for everything the server or the job
+reports (unknown job, job failed, LoomCtl or Temporal unreachable).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from loomos.cli.live import follow_job, loss_metric, loss_of, styled_state
-from loomos.client import ENDPOINT_ENV, JobDetail, LoomOSClient, LoomOSError
+from loomos.cli.errors import EXIT_INTERRUPTED, console, err_console, fail, reported_errors
+from loomos.cli.follow import follow_job
+from loomos.cli.formatting import EndpointOption, loss_metric, loss_of, styled_state, when
+from loomos.client import JobDetail, LoomOSClient
 from loomos.models.jobs import JobState
-from loomos.models.spec import SpecError, load_spec
+from loomos.models.spec import load_spec
 
-jobs_app = typer.Typer(no_args_is_help=True)
-cluster_app = typer.Typer(no_args_is_help=True)
+jobs_app = typer.Typer(no_args_is_help=True, add_completion=False)
+submit_app = typer.Typer(add_completion=False)
 
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-
-console = Console()
-err_console = Console(stderr=True)
-
-EndpointOption = Annotated[
-    str | None,
-    typer.Option(
-        "--endpoint",
-        envvar=ENDPOINT_ENV,
-        help="LoomCtl URL (default: api.host/api.port from temporal-dev.yaml).",
-        show_default=False,
-    ),
-]
 JobIdArgument = Annotated[str, typer.Argument(help="Job id, as printed by `loomos submit`.")]
-
-
-def one_line(message: str) -> str:
-    """Multi-line messages (YAML parser errors with a caret, log excerpts) as one line."""
-    parts = [line.strip() for line in message.splitlines()]
-    return " ".join(p for p in parts if p and set(p) != {"^"})
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {escape(one_line(message))}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn every expected failure into one error line and its exit code."""
-    try:
-        yield
-    except SpecError as err:
-        fail(str(err), EXIT_BAD_INPUT)
-    except LoomOSError as err:
-        fail(err.message, EXIT_BAD_INPUT if err.is_bad_input else EXIT_FAILED)
-    except KeyboardInterrupt:
-        fail("interrupted", 130)
-    except (typer.Exit, typer.Abort):
-        raise
-    except Exception as err:  # a bug: still one line, with a way to get the traceback
-        if os.environ.get("LOOMOS_DEBUG"):
-            raise
-        fail(f"unexpected {type(err).__name__}: {err} (set LOOMOS_DEBUG=1 for a traceback)")
-
-
-def _client(endpoint: str | None) -> LoomOSClient:
-    return LoomOSClient(endpoint)
-
-
-def _when(value: datetime | None, short: bool = False) -> str:
-    """Local time; tables use the short form so they fit 80 columns."""
-    if value is None:
-        return "-"
-    return value.astimezone().strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S %Z")
 
 
 # --- submit ----------------------------------------------------------------------------------
 
 
-def register_submit(app: typer.Typer) -> None:
-    app.command("submit", help="Submit a job spec (YAML or JSON) to LoomCtl.")(submit)
-
-
+@submit_app.command("submit", help="Submit a job spec (YAML or JSON) to LoomCtl.")
 def submit(
     file: Annotated[Path, typer.Argument(help="Job spec file (.yaml, .yml or .json).", show_default=False)],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show progress until the job ends.")] = False,
@@ -102,7 +41,7 @@ def submit(
     with reported_errors():
         # Validate locally first: a typo is reported with its field path, no server needed.
         spec = load_spec(file)
-        with _client(endpoint) as client:
+        with LoomOSClient(endpoint) as client:
             submitted = client.submit(spec)
             console.print(f"submitted job [bold]{escape(submitted.job_id)}[/]", highlight=False)
             console.print(f"  Temporal UI: {submitted.ui_url}", soft_wrap=True, highlight=False)
@@ -115,7 +54,7 @@ def submit(
                 fail(
                     f"stopped following; job {submitted.job_id} keeps running "
                     f"(`loomos jobs cancel {submitted.job_id}` stops it)",
-                    130,
+                    EXIT_INTERRUPTED,
                 )
         _finish_line(final)
 
@@ -155,7 +94,7 @@ def list_jobs(
     endpoint: EndpointOption = None,
 ) -> None:
     """List jobs, newest first."""
-    with reported_errors(), _client(endpoint) as client:
+    with reported_errors(), LoomOSClient(endpoint) as client:
         jobs = client.list(status=status, user=user, team=team, pool=pool, limit=limit)
     if not jobs:
         console.print("no jobs match", style="dim")
@@ -177,8 +116,8 @@ def list_jobs(
             escape(job.team or "-"),
             escape(job.pool or "-"),
             gpus,
-            _when(job.started_at, short=True),
-            _when(job.closed_at, short=True),
+            when(job.started_at, short=True),
+            when(job.closed_at, short=True),
         )
     console.print(table)
 
@@ -209,10 +148,10 @@ def status_panel(status: JobDetail) -> Panel:
     if status.last_checkpoint is not None:
         row("Checkpoint", f"step {status.last_checkpoint.step}  {escape(status.last_checkpoint.uri)}")
     row("Nodes", escape(", ".join(status.nodes)) or None)
-    row("Submitted", _when(status.submitted_at))
-    row("Started", _when(status.started_at) if status.started_at else None)
-    row("Finished", _when(status.finished_at) if status.finished_at else None)
-    row("Live progress", _when(status.progress_updated_at) if status.progress_updated_at else None)
+    row("Submitted", when(status.submitted_at))
+    row("Started", when(status.started_at) if status.started_at else None)
+    row("Finished", when(status.finished_at) if status.finished_at else None)
+    row("Live progress", when(status.progress_updated_at) if status.progress_updated_at else None)
     row("Error", f"[red]{escape(status.error)}[/]" if status.error else None)
     row("Temporal UI", status.ui_url)
     parts: list[Table] = [grid]
@@ -237,7 +176,7 @@ def status_panel(status: JobDetail) -> Panel:
 @jobs_app.command("status")
 def job_status(job_id: JobIdArgument, endpoint: EndpointOption = None) -> None:
     """Show one job: state, attempt, step, loss, checkpoint, nodes, timestamps, error."""
-    with reported_errors(), _client(endpoint) as client:
+    with reported_errors(), LoomOSClient(endpoint) as client:
         status = client.get(job_id)
     console.print(status_panel(status))
 
@@ -245,7 +184,7 @@ def job_status(job_id: JobIdArgument, endpoint: EndpointOption = None) -> None:
 @jobs_app.command("cancel")
 def cancel_job(job_id: JobIdArgument, endpoint: EndpointOption = None) -> None:
     """Cancel a job: it saves a checkpoint, stops, and ends CANCELLED."""
-    with reported_errors(), _client(endpoint) as client:
+    with reported_errors(), LoomOSClient(endpoint) as client:
         answer = client.cancel(job_id)
     console.print(
         f"cancel requested for [bold]{escape(answer.job_id)}[/] (was {styled_state(answer.state)}); "
@@ -265,7 +204,7 @@ def job_logs(
     endpoint: EndpointOption = None,
 ) -> None:
     """Print the tail of a job attempt's training log (read from the node that ran it)."""
-    with reported_errors(), _client(endpoint) as client:
+    with reported_errors(), LoomOSClient(endpoint) as client:
         result = client.logs(job_id, attempt=attempt, node=node, tail_bytes=tail)
     cut = f", last {len(result.text.encode())} bytes" if result.truncated else ""
     err_console.print(
@@ -276,45 +215,3 @@ def job_logs(
     )
     # Raw text: a log is not Rich markup.
     console.out(result.text, end="" if result.text.endswith("\n") else "\n", highlight=False)
-
-
-# --- cluster ---------------------------------------------------------------------------------
-
-
-@cluster_app.command("status")
-def cluster_status(
-    pool: Annotated[str, typer.Option("--pool", "-p", help="Resource pool.")] = "default",
-    endpoint: EndpointOption = None,
-) -> None:
-    """Nodes of a pool with their slots (used/free), and the jobs waiting for placement."""
-    with reported_errors(), _client(endpoint) as client:
-        snap = client.cluster_status(pool)
-    nodes = Table(
-        show_edge=False, header_style="bold", title=f"pool {escape(snap.pool)}", title_justify="left"
-    )
-    for column in ("NODE", "DEVICE", "SLOTS", "USED", "FREE", "STATUS", "JOBS", "LAST SEEN"):
-        nodes.add_column(column, no_wrap=column == "NODE")
-    for usage in snap.nodes:
-        info = usage.node
-        nodes.add_row(
-            escape(info.node_id),
-            escape(info.gpu_type if info.accelerator == "cuda" else "cpu"),
-            str(info.slots),
-            str(usage.used_slots),
-            str(max(info.slots - usage.used_slots, 0)),
-            "[green]available[/]" if usage.available else "[red]unavailable[/]",
-            escape(", ".join(usage.jobs)) or "-",
-            _when(usage.last_seen, short=True),
-        )
-    console.print(nodes)
-    console.print(f"slots: {snap.total_slots} total, {snap.free_slots} free", highlight=False)
-    if not snap.queue:
-        console.print("queue: empty", style="dim")
-        return
-    queue = Table(show_edge=False, header_style="bold", title="queue", title_justify="left")
-    for column in ("JOB ID", "ATTEMPT", "GPUS", "NODES", "PRIORITY"):
-        queue.add_column(column)
-    for req in snap.queue:
-        gpus = f"{req.gpu_count} x {req.gpu_type}" if req.gpu_type else str(req.gpu_count)
-        queue.add_row(escape(req.job_id), str(req.attempt), gpus, str(req.nodes), str(req.priority))
-    console.print(queue)

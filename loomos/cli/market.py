@@ -1,7 +1,8 @@
 """`loomos market ...`: GPU offers, estimates, provider comparison, catalog refresh.
 
-Errors in what the user typed (bad spec, unknown GPU type, unreadable catalog) print one line
-and exit 2; an infeasible request prints why and exits 1.
+Errors follow the CLI's rule (loomos.cli.errors): what the user typed (bad spec, unknown GPU
+type, unreadable catalog) prints one line and exits 2; an infeasible request prints why and
+exits 1.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-market_app = typer.Typer(no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+from loomos.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, console, err_console, fail, reported_errors
+
+market_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 CatalogOpt = Annotated[
     Path | None,
@@ -33,21 +33,10 @@ OnPremOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 def _guard(fn: Callable[[], Any]) -> Any:
-    """Run `fn`, turning the marketplace's input errors into one line and exit 2."""
-    from loomos.marketplace.catalog import CatalogError
-    from loomos.marketplace.optimizer import MarketInputError
-    from loomos.models.spec import SpecError
-
-    try:
+    """Run `fn`; a failure becomes one error line and its exit code."""
+    with reported_errors():
         return fn()
-    except (CatalogError, MarketInputError, SpecError) as exc:
-        _fail(str(exc))
 
 
 def _load(catalog: Path | None, onprem: Path | None) -> Any:
@@ -113,7 +102,7 @@ def offers_cmd(
         return
     _warn_stale(cat, max_age_days)
     if not rows:
-        _fail("no offers match these filters", 1)
+        fail("no offers match these filters", EXIT_FAILED)
     table = Table(title=f"GPU offers ({len(rows)} match, showing {min(limit, len(rows))})")
     for col in (
         "provider",
@@ -182,16 +171,16 @@ def estimate_cmd(
     spec = _load_spec(spec_path)
     cat = _load(catalog, onprem_config)
     if pricing not in ("auto", "on_demand", "spot"):
-        _fail(f"--pricing must be auto, on_demand or spot, got {pricing!r}")
+        fail(f"--pricing must be auto, on_demand or spot, got {pricing!r}", EXIT_BAD_INPUT)
     if pricing == "spot" and not spec.preemptible:
-        _fail("--pricing spot needs a preemptible job (set preemptible: true in the spec)")
+        fail("--pricing spot needs a preemptible job (set preemptible: true in the spec)", EXIT_BAD_INPUT)
     models = ("on_demand", "spot") if pricing == "auto" else (pricing,)
     w = _guard(lambda: Weights.parse(weights)) if weights else Weights()
     request = _guard(lambda: OfferRequest.from_spec(spec))
     if provider is not None:
         only = _guard(lambda: parse_providers([provider]))
         if request.providers is not None and not only <= request.providers:
-            _fail(f"the spec allows providers {sorted(request.providers)}, not {provider}")
+            fail(f"the spec allows providers {sorted(request.providers)}, not {provider}", EXIT_BAD_INPUT)
         request = replace(request, providers=only)
     ranking = _guard(lambda: rank_offers(cat.index(), request, w, limit=top, pricing_models=models))
     best = ranking.options[0] if ranking.options else None
@@ -352,9 +341,10 @@ def refresh_cmd(
 
     names = [p.lower() for p in (provider or CLOUD_PROVIDERS)]
     if bad := [n for n in names if n not in CLOUD_PROVIDERS]:
-        _fail(
+        fail(
             f"unknown provider(s) {', '.join(bad)} for refresh; expected {', '.join(CLOUD_PROVIDERS)} "
-            "(on-prem offers come from --onprem-config / $LOOMOS_ONPREM_CONFIG)"
+            "(on-prem offers come from --onprem-config / $LOOMOS_ONPREM_CONFIG)",
+            EXIT_BAD_INPUT,
         )
     names = list(dict.fromkeys(names))
     regions = _regions_by_provider(region or [], names)
@@ -377,9 +367,9 @@ def refresh_cmd(
         try:
             report = refresh_catalog(sources, catalog, progress_for=hook_for)
         except CatalogError as exc:
-            _fail(str(exc))
+            fail(str(exc), EXIT_BAD_INPUT)
         except OSError as exc:
-            _fail(f"cannot write catalog: {exc}")
+            fail(f"cannot write catalog: {exc}", EXIT_BAD_INPUT)
     table = Table(title=f"refresh -> {report.path}")
     for col in ("provider", "result", "rows", "rejected", "detail"):
         table.add_column(col, overflow="fold")
@@ -407,16 +397,20 @@ def _regions_by_provider(values: list[str], names: list[str]) -> dict[str, list[
         prov, sep, reg = value.partition(":")
         if not sep:
             if len(names) != 1:
-                _fail(
+                fail(
                     f"--region {value!r}: write it as PROVIDER:REGION (e.g. aws:us-east-1) when "
-                    "refreshing more than one provider"
+                    "refreshing more than one provider",
+                    EXIT_BAD_INPUT,
                 )
             prov, reg = names[0], value
         prov = prov.strip().lower()
         if prov not in names:
-            _fail(f"--region {value!r}: provider {prov!r} is not being refreshed ({', '.join(names)})")
+            fail(
+                f"--region {value!r}: provider {prov!r} is not being refreshed ({', '.join(names)})",
+                EXIT_BAD_INPUT,
+            )
         if not reg.strip():
-            _fail(f"--region {value!r}: empty region name")
+            fail(f"--region {value!r}: empty region name", EXIT_BAD_INPUT)
         out.setdefault(prov, []).append(reg.strip())
     return out
 

@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner
 
 from loomos.cli import app
-from loomos.cli.live import follow_job
+from loomos.cli.follow import follow_job
 from loomos.client import LoomOSClient
 from loomos.models.jobs import JobState
 from loomos.models.training import CheckpointRef, TrainingProgress, TrainingRequest

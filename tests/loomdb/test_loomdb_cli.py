@@ -140,8 +140,9 @@ def test_bad_input_is_one_line(seeded, args, needle):
 
 
 def test_unreachable_database_is_one_line(tmp_path):
+    # An unreachable database is a failure, not bad input: exit 1 (the CLI's one rule, loomos.cli.errors).
     r = runner.invoke(app, ["events", "verify", "--db-url", "postgresql://nobody@127.0.0.1:1/none"])
-    assert r.exit_code == 2 and "cannot use LoomDB" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 1 and "cannot use LoomDB" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["events", "verify", "--db-url", "mysql://x/y"])
     assert r.exit_code == 2 and "unsupported" in r.output
 

@@ -1,4 +1,4 @@
-"""Follow a job in the terminal: a progress bar of steps, loss and attempt, with each state
+"""Follow a job live in the terminal: a progress bar of steps, loss and attempt, with each state
 change (QUEUED, RUNNING, RECOVERING after a crash, ...) printed as its own line above it.
 
 Used by `loomos submit --follow` and `loomos demo`. It polls LoomCtl (default every 0.5 s);
@@ -15,38 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from loomos.cli.formatting import loss_of, styled_state
 from loomos.client import JobDetail, LoomOSClient, LoomOSError
 from loomos.models.jobs import JobState, StateChange
-
-STATE_STYLE: dict[JobState, str] = {
-    JobState.SUBMITTED: "cyan",
-    JobState.QUEUED: "cyan",
-    JobState.RUNNING: "blue",
-    JobState.RECOVERING: "yellow",
-    JobState.SUCCEEDED: "green",
-    JobState.FAILED: "red",
-    JobState.CANCELLED: "magenta",
-}
 
 # While following, LoomCtl or Temporal may restart (or a worker be briefly missing); keep
 # polling through that for this long before giving up.
 UNREACHABLE_GRACE_S = 30.0
-
-
-def styled_state(state: JobState) -> str:
-    return f"[{STATE_STYLE.get(state, 'white')}]{state.value}[/]"
-
-
-def loss_metric(metrics: dict[str, float]) -> str | None:
-    """The metric to show as "loss": `loss` itself, else the first metric named like one."""
-    if "loss" in metrics:
-        return "loss"
-    return next((name for name in sorted(metrics) if "loss" in name.lower()), None)
-
-
-def loss_of(metrics: dict[str, float]) -> float | None:
-    name = loss_metric(metrics)
-    return metrics[name] if name is not None else None
 
 
 def _change_line(change: StateChange, attempt: int, max_attempts: int) -> str:
