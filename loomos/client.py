@@ -7,8 +7,8 @@
 
 `LoomOSClient` is synchronous, `AsyncLoomOSClient` the asyncio twin. Both describe each call
 as a `_Call` (method, path, parameters, how to parse the answer) built by the shared
-`_Calls` mixin, so the two only differ in how they send it. The response models below are
-also what the API declares, so server and SDK cannot drift apart silently.
+`_Calls` mixin, so the two only differ in how they send it. The response models come from
+loomos.models.api, which the API declares too, so server and SDK cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -18,83 +18,45 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
-from loomos.models.jobs import JobState, JobStatus
+from loomos.models.api import (
+    CancelResponse,
+    Health,
+    JobDetail,
+    JobList,
+    JobSummary,
+    SubmitResponse,
+    TemporalHealth,
+)
+from loomos.models.jobs import JobState
 from loomos.models.scheduler import ClusterSnapshot
 from loomos.models.spec import JobSpec, SpecError, load_spec, parse_spec
 from loomos.models.training import LogsResult
 
+# The SDK's public names, response models included (they live in loomos.models.api).
+__all__ = [
+    "AsyncLoomOSClient",
+    "CancelResponse",
+    "Health",
+    "JobDetail",
+    "JobList",
+    "JobSummary",
+    "JobWaitTimeout",
+    "LoomOSClient",
+    "LoomOSError",
+    "SubmitResponse",
+    "TemporalHealth",
+]
+
 ENDPOINT_ENV = "LOOMOS_API_ENDPOINT"
 DEFAULT_TIMEOUT_S = 30.0
 API_PREFIX = "/api/v1"
-
-# --- wire models of the LoomCtl API ----------------------------------------------------------
-
-
-class SubmitResponse(BaseModel):
-    job_id: str
-    workflow_id: str
-    status: JobState = JobState.SUBMITTED
-    ui_url: str = Field(description="the job's workflow in the Temporal Web UI")
-
-
-class JobSummary(BaseModel):
-    """One row of `GET /api/v1/jobs`: read from search attributes, no query to the workflow."""
-
-    job_id: str
-    workflow_id: str
-    state: JobState
-    user: str | None = None
-    team: str | None = None
-    pool: str | None = None
-    gpu_type: str | None = None
-    gpu_count: int | None = None
-    priority: int | None = None
-    execution_status: str | None = Field(None, description="Temporal's view: RUNNING, COMPLETED, ...")
-    started_at: datetime | None = None
-    closed_at: datetime | None = None
-
-
-class JobList(BaseModel):
-    jobs: list[JobSummary]
-    count: int
-
-
-class JobDetail(JobStatus):
-    """The job workflow's status, with the running attempt's live heartbeat merged in."""
-
-    ui_url: str | None = None
-    progress_updated_at: datetime | None = Field(
-        None, description="when the merged live progress was heartbeated; None: no live progress"
-    )
-
-
-class CancelResponse(BaseModel):
-    job_id: str
-    workflow_id: str
-    state: JobState = Field(description="state when the request was accepted; CANCELLED follows")
-    cancel_requested: bool = True
-
-
-class TemporalHealth(BaseModel):
-    address: str
-    namespace: str
-    reachable: bool
-    error: str | None = None
-
-
-class Health(BaseModel):
-    status: str = Field(description="'ok', or 'degraded' when Temporal is unreachable")
-    version: str
-    temporal: TemporalHealth
-
 
 # --- errors ----------------------------------------------------------------------------------
 
