@@ -21,20 +21,13 @@ import pytest_asyncio
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from loomos.activities.training import (
-    LOG_NOT_FOUND,
-    PROGRESS_NOT_FOUND,
-    RankFailure,
-    TrainingActivities,
-    _oom_kill_count,
-    classify_failure,
-    log_excerpt,
-    parse_torchrun_failures,
-)
+from loomos.activities.training import TrainingActivities
+from loomos.activities.training.oom import oom_kill_count
 from loomos.models.jobs import FailureKind
 from loomos.models.spec import JobSpec, load_spec
 from loomos.models.training import LogsRequest, TrainingProgress, TrainingRequest
 from loomos.settings import Settings
+from loomos.temporal.names import ErrorType
 from tests.helpers import REPO
 
 DEMO_SPEC = REPO / "examples" / "ddp-demo.yaml"
@@ -274,7 +267,7 @@ async def test_out_of_memory_in_the_log_is_resource_exhausted(tmp_path: Path) ->
 
 @pytest.mark.e2e
 async def test_sigkill_without_an_oom_kill_is_a_crash(tmp_path: Path) -> None:
-    if _oom_kill_count() is None:
+    if oom_kill_count() is None:
         pytest.skip("no OOM-kill counter readable here: a SIGKILL is then taken as an OOM kill")
     spec = script_spec(tmp_path / "job", """
         import os, signal, time
@@ -533,78 +526,10 @@ async def test_read_training_log_files_and_refusals(tmp_path: Path) -> None:
     ):
         err = await read_log(acts, **fields)
         assert isinstance(err, ApplicationError), (fields, err)
-        assert err.type == LOG_NOT_FOUND and err.non_retryable
+        assert err.type == ErrorType.LOG_NOT_FOUND and err.non_retryable
         assert "do not show" not in err.message
 
     env = ActivityEnvironment()
     with pytest.raises(ApplicationError) as missing:
         await env.run(acts.read_training_progress, LogsRequest(job_id="job-7", attempt=2, node_id=NODE))
-    assert missing.value.type == PROGRESS_NOT_FOUND and missing.value.non_retryable
-
-
-# --- classification on torchrun's real summary format -----------------------------------------
-
-SUMMARY = """
-[rank0]: RuntimeError: Connection closed by peer
-W1122 22:36:27.702000 8840 torch/distributed/elastic/multiprocessing/api.py:1028] Sending process 8845
-E1122 22:36:27.734000 8840 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: 1)
-Traceback (most recent call last):
-  File "/x/torch/distributed/run.py", line 1032, in <module>
-torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
-============================================================
-train.py FAILED
-------------------------------------------------------------
-Failures:
-[1]:
-  time      : 2026-11-22_22:36:27
-  host      : localhost
-  rank      : 2 (local_rank: 0)
-  exitcode  : -15 (pid: 8845)  (SIGTERM)
-  error_file: <N/A>
-  traceback : Signal 15 (SIGTERM) received by PID 8845
-------------------------------------------------------------
-Root Cause (first observed failure):
-[0]:
-  time      : 2026-11-22_22:36:27
-  host      : localhost
-  rank      : 3 (local_rank: 1)
-  exitcode  : 1 (pid: 8846)
-  error_file: <N/A>
-  traceback : To enable traceback see: https://pytorch.org/docs/stable/elastic/errors.html
-============================================================
-"""
-
-
-def test_parse_torchrun_failures() -> None:
-    assert parse_torchrun_failures(SUMMARY) == [
-        RankFailure(rank=2, local_rank=0, exitcode=-15, root_cause=False),
-        RankFailure(rank=3, local_rank=1, exitcode=1, root_cause=True),
-    ]
-    assert parse_torchrun_failures("rank      : 1 (local_rank: 1)\n  exitcode  : 2 (pid: 1)") == []
-    excerpt = log_excerpt(SUMMARY, launcher_pid=8840, root_rank=3)
-    assert "Connection closed by peer" in excerpt
-    assert "Sending process" not in excerpt and "FAILED" not in excerpt
-
-
-@pytest.mark.parametrize(
-    ("codes", "tail", "oom_killed", "kind"),
-    [
-        ([1, -15], "", False, FailureKind.TRAINING_CRASHED),
-        ([-15, 2], "", False, FailureKind.INVALID_ARGUMENTS),
-        ([1], "torch.OutOfMemoryError: CUDA out of memory.", False, FailureKind.RESOURCE_EXHAUSTED),
-        ([-9, -15], "", True, FailureKind.RESOURCE_EXHAUSTED),
-        ([137], "", None, FailureKind.RESOURCE_EXHAUSTED),
-        ([-9], "", False, FailureKind.TRAINING_CRASHED),
-        ([1, -9], "", None, FailureKind.TRAINING_CRASHED),  # rank 1 SIGKILLed by torchrun's clean-up
-        ([-11], "", None, FailureKind.TRAINING_CRASHED),
-    ],
-)
-def test_classify_failure(codes: list[int], tail: str, oom_killed: bool | None, kind: FailureKind) -> None:
-    failures = [RankFailure(rank=i, local_rank=i, exitcode=c, root_cause=i == 0) for i, c in enumerate(codes)]
-    assert classify_failure(failures, 1, tail, oom_killed)[0] == kind
-
-
-def test_classify_failure_without_a_summary_uses_torchrun_exit() -> None:
-    kind, reason = classify_failure([], -9, "", None)
-    assert kind == FailureKind.RESOURCE_EXHAUSTED and "torchrun killed by SIGKILL" in reason
-    assert classify_failure([], 1, "", None)[0] == FailureKind.TRAINING_CRASHED
+    assert missing.value.type == ErrorType.PROGRESS_NOT_FOUND and missing.value.non_retryable
