@@ -85,36 +85,18 @@ class StackLayout:
         return self.state_dir / "stack-logs"
 
     def child_env(self) -> dict[str, str]:
-        s = self.settings
+        """Each child's environment: this stack's settings as every variable of ENV_VARS (so a
+        child arrives at them whatever its temporal-dev.yaml says), with the node id chosen
+        here and a plain connection to the stack's own dev server: no Temporal client profile,
+        TLS or API key from this machine, which a dev server would refuse."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOMOS_", "TEMPORAL_"))}
         for keep in ("LOOMOS_CONFIG", "LOOMOS_DEBUG", "LOOMOS_TEMPORAL_CLI"):
             if keep in os.environ:
                 env[keep] = os.environ[keep]
-        env.update(
-            {
-                "TEMPORAL_ADDRESS": s.temporal.address,
-                "TEMPORAL_NAMESPACE": s.temporal.namespace,
-                "LOOMOS_TEMPORAL_UI_PORT": str(s.temporal.ui_port),
-                "LOOMOS_API_HOST": s.api.host,
-                "LOOMOS_API_PORT": str(s.api.port),
-                "LOOMOS_DB_URL": s.loomdb.url,
-                "LOOMOS_CHECKPOINT_ROOT": s.checkpoints.root,
-                "LOOMOS_LOG_ROOT": s.logs.root,
-                "LOOMOS_LOG_FORMAT": s.logs.format,
-                "LOOMOS_POOL": s.node.pool,
-                "LOOMOS_NODE_ID": self.node_id,
-                "LOOMOS_NODE_HOST": s.node.host,
-                "LOOMOS_NODE_CPU_SLOTS": str(s.node.cpu_slots),
-                "LOOMOS_NODE_CANCEL_GRACE_S": str(s.node.cancel_grace_s),
-                "LOOMOS_NODE_HEARTBEAT_TIMEOUT_S": str(s.node.heartbeat_timeout_s),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        if s.node.price_per_slot_hour is not None:
-            env["LOOMOS_NODE_PRICE_PER_SLOT_HOUR"] = str(s.node.price_per_slot_hour)
-        if s.node.offer is not None:
-            env["LOOMOS_NODE_OFFER"] = s.node.offer
-            env["LOOMOS_NODE_PRICING_MODEL"] = s.node.pricing_model
+        settings = self.settings.for_local_dev_server()
+        settings.node.node_id = self.node_id
+        env.update(settings.as_env())
+        env["PYTHONUNBUFFERED"] = "1"
         return env
 
 
