@@ -29,17 +29,8 @@ from loomos.models.scheduler import NodeInfo, ReleaseRequest
 from loomos.models.training import CheckpointRef, TrainingProgress, TrainingRequest
 from loomos.temporal import search_attributes as sa
 from loomos.temporal.names import node_task_queue
-from tests.helpers.api_harness import (
-    IDLE_NAMESPACE,
-    SERVER_STARTUP_TIMEOUT,
-    AuditSink,
-    ScriptedNode,
-    control_worker,
-    eventually,
-    node_worker,
-    settings_for,
-    start_dev_server,
-)
+from tests.helpers.api_harness import AuditSink, ScriptedNode, control_worker, eventually, node_worker
+from tests.helpers.temporal_servers import IDLE_NAMESPACE, settings_for, start_dev_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,16 +43,12 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-async def stack() -> AsyncIterator[Stack]:
-    env = await start_dev_server()
+async def stack(dev_server: WorkflowEnvironment) -> AsyncIterator[Stack]:
     node = ScriptedNode("api-node-1")
-    try:
-        async with control_worker(env.client, AuditSink()), node_worker(env.client, node):
-            app = create_app(settings_for(env.client), env.client)
-            app.state.query_timeout = timedelta(seconds=5)
-            yield Stack(env, node, app)
-    finally:
-        await env.shutdown()
+    async with control_worker(dev_server.client, AuditSink()), node_worker(dev_server.client, node):
+        app = create_app(settings_for(dev_server.client), dev_server.client)
+        app.state.query_timeout = timedelta(seconds=5)
+        yield Stack(dev_server, node, app)
 
 
 @pytest.fixture
@@ -411,16 +398,7 @@ async def test_unknown_namespace_is_a_configuration_error_not_404(stack: Stack) 
 
 async def test_namespace_without_loomos_search_attributes_is_503() -> None:
     """A Temporal started without LoomOS's search attributes (not through `loomos dev`)."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    from loomos.devstack.binaries import temporal_cli
-
-    bare = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(),
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
-    )
+    bare = await start_dev_server(search_attributes=False)
     try:
         app = create_app(settings_for(bare.client), bare.client)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://loomctl") as http:

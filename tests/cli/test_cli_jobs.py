@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,23 +25,15 @@ from loomos.models.jobs import JobState
 from loomos.models.training import CheckpointRef, TrainingProgress, TrainingRequest
 from loomos.settings import Settings
 from tests.helpers import REPO
-from tests.helpers.api_harness import LoomOSInThread, ScriptedNode, free_port, serve_api
+from tests.helpers.api_harness import LoomOSInThread, ScriptedNode, free_port
 
 pytestmark = pytest.mark.timeout(120)
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def loomos() -> Iterator[LoomOSInThread]:
-    with LoomOSInThread("cli-node-1") as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def no_temporal_endpoint() -> Iterator[str]:
-    settings = Settings.model_validate({"temporal": {"address": f"127.0.0.1:{free_port()}"}})
-    with serve_api(settings) as endpoint:
-        yield endpoint
+@pytest.fixture
+def loomos(loomos_stack: LoomOSInThread) -> LoomOSInThread:
+    return loomos_stack
 
 
 def run(*args: str, endpoint: str | None = None) -> Result:
@@ -150,7 +141,7 @@ def test_submit_follow_success_then_list_status_logs(loomos: LoomOSInThread, tmp
         "20/20 (100%)",
         "Loss",
         "0.2000",
-        "cli-node-1",
+        loomos.node.info.node_id,
         "step 20  file:///ckpt/cli-ok/step-20",
     ):
         assert text in status.stdout, (text, status.stdout)
@@ -158,7 +149,7 @@ def test_submit_follow_success_then_list_status_logs(loomos: LoomOSInThread, tmp
     logs = run("jobs", "logs", job_id, "--tail", "18", endpoint=loomos.endpoint)
     assert logs.exit_code == 0, logs.output
     assert logs.stdout == "epoch 2 loss 0.20\n"
-    assert f"# job {job_id} attempt 1 on cli-node-1" in logs.stderr
+    assert f"# job {job_id} attempt 1 on {loomos.node.info.node_id}" in logs.stderr
 
     line = one_error_line(run("jobs", "logs", job_id, "--attempt", "3", endpoint=loomos.endpoint), 1)
     assert line == f"error: job {job_id} has no attempt 3 that ran on a node (attempts: 1)"
@@ -238,7 +229,7 @@ def test_unknown_job(loomos: LoomOSInThread) -> None:
 def test_cluster_status(loomos: LoomOSInThread) -> None:
     result = run("cluster", "status", endpoint=loomos.endpoint)
     assert result.exit_code == 0, result.output
-    assert "cli-node-1" in result.stdout and "available" in result.stdout
+    assert loomos.node.info.node_id in result.stdout and "available" in result.stdout
     assert "slots: 4 total" in result.stdout
     line = one_error_line(run("cluster", "status", "--pool", "nowhere", endpoint=loomos.endpoint), 1)
     assert line.startswith("error: no pool 'nowhere'")

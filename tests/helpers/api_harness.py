@@ -21,7 +21,6 @@ from typing import Any
 import uvicorn
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -29,39 +28,16 @@ from temporalio.worker import Worker
 from loomos.activities.scheduling import announce_node, request_placement
 from loomos.activities.training import TrainingActivities
 from loomos.api.app import create_app
-from loomos.devstack.binaries import temporal_cli
 from loomos.models.audit import AuditBatch
 from loomos.models.scheduler import NodeInfo
-from loomos.models.training import LogsRequest, LogsResult, TrainingProgress, TrainingRequest
+from loomos.models.training import LogsRequest, LogsResult, ProgressRequest, TrainingProgress, TrainingRequest
 from loomos.settings import Settings
-from loomos.temporal import search_attributes as sa
+from loomos.temporal import names
 from loomos.temporal.names import CONTROL_TASK_QUEUE, node_task_queue
 from loomos.workflows.job import JobWorkflow
 from loomos.workflows.logs import FetchLogsWorkflow
 from loomos.workflows.scheduler import SchedulerWorkflow
-
-SEARCH_ATTRIBUTE_KEYS = [sa.STATUS, sa.USER, sa.TEAM, sa.GPU_TYPE, sa.GPU_COUNT, sa.PRIORITY, sa.POOL]
-# The SDK gives a server 5 s to come up; a busy 2-core CI machine can take longer.
-SERVER_STARTUP_TIMEOUT = timedelta(seconds=60)
-# A second namespace no worker polls: queries there time out, as with no control worker.
-IDLE_NAMESPACE = "idle"
-
-
-async def start_dev_server() -> WorkflowEnvironment:
-    return await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_cli(),
-        search_attributes=SEARCH_ATTRIBUTE_KEYS,
-        data_converter=pydantic_data_converter,
-        dev_server_log_level="error",
-        dev_server_extra_args=["--namespace", IDLE_NAMESPACE],
-        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
-    )
-
-
-def settings_for(client: Client, namespace: str = "default") -> Settings:
-    return Settings.model_validate(
-        {"temporal": {"address": client.service_client.config.target_host, "namespace": namespace}}
-    )
+from tests.helpers.temporal_servers import settings_for, start_dev_server
 
 
 def free_port() -> int:
@@ -76,7 +52,7 @@ class AuditSink:
 
     batches: list[AuditBatch] = field(default_factory=list)
 
-    @activity.defn(name="record_audit_events")
+    @activity.defn(name=names.RECORD_AUDIT_EVENTS)
     async def record_audit_events(self, batch: AuditBatch) -> None:
         self.batches.append(batch)
 
@@ -104,31 +80,31 @@ class ScriptedNode:
         self.stop_progress: dict[tuple[str, int], TrainingProgress] = {}
         self.cancelled: list[str] = []
 
-    @activity.defn(name="run_training")
+    @activity.defn(name=names.RUN_TRAINING)
     async def run_training(self, req: TrainingRequest) -> TrainingProgress:
         behaviour = self.behaviours.get(req.spec.name)
         if behaviour is None:
             return TrainingProgress(attempt=req.attempt, node_id=self.info.node_id, step=1, total_steps=1)
         return await behaviour(req, self)
 
-    @activity.defn(name="read_training_progress")
-    async def read_training_progress(self, req: LogsRequest) -> TrainingProgress:
+    @activity.defn(name=names.READ_TRAINING_PROGRESS)
+    async def read_training_progress(self, req: ProgressRequest) -> TrainingProgress:
         progress = self.stop_progress.get((req.job_id, req.attempt))
         if progress is None:
             raise ApplicationError(
                 f"no progress record of job {req.job_id} attempt {req.attempt}",
-                type="ProgressNotFound",
+                type=names.ErrorType.PROGRESS_NOT_FOUND,
                 non_retryable=True,
             )
         return progress
 
-    @activity.defn(name="read_training_log")
+    @activity.defn(name=names.READ_TRAINING_LOG)
     async def read_training_log(self, req: LogsRequest) -> LogsResult:
         text = self.logs.get((req.job_id, req.attempt))
         if text is None:
             raise ApplicationError(
                 f"no log of job {req.job_id} attempt {req.attempt} on node {req.node_id}",
-                type="LogNotFound",
+                type=names.ErrorType.LOG_NOT_FOUND,
                 non_retryable=True,
             )
         data = text.encode()

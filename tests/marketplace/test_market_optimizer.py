@@ -247,7 +247,8 @@ def test_a100_matches_both_sizes_unless_memory_narrows_it() -> None:
     both = rank_offers(offers, OfferRequest.from_spec(spec(resources={"gpu_type": "A100", "gpu_count": 8})))
     assert {o.offer.instance_type for o in both.options} == {"a", "b"}
     big = rank_offers(
-        offers, OfferRequest.from_spec(spec(resources={"gpu_type": "A100", "gpu_count": 8, "gpu_memory_gb": 80}))
+        offers,
+        OfferRequest.from_spec(spec(resources={"gpu_type": "A100", "gpu_count": 8, "gpu_memory_gb": 80})),
     )
     assert [o.offer.instance_type for o in big.options] == ["b"]
 

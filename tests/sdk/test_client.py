@@ -24,8 +24,7 @@ from loomos.client import (
 )
 from loomos.models.jobs import JobState
 from loomos.models.training import TrainingProgress, TrainingRequest
-from loomos.settings import Settings
-from tests.helpers.api_harness import LoomOSInThread, ScriptedNode, free_port, serve_api
+from tests.helpers.api_harness import LoomOSInThread, ScriptedNode, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,10 +37,9 @@ resources:
 """
 
 
-@pytest.fixture(scope="module")
-def loomos() -> Iterator[LoomOSInThread]:
-    with LoomOSInThread("sdk-node-1") as stack:
-        yield stack
+@pytest.fixture
+def loomos(loomos_stack: LoomOSInThread) -> LoomOSInThread:
+    return loomos_stack
 
 
 @pytest.fixture
@@ -50,18 +48,10 @@ def client(loomos: LoomOSInThread) -> Iterator[LoomOSClient]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def no_temporal_endpoint() -> Iterator[str]:
-    """LoomCtl up, Temporal down."""
-    settings = Settings.model_validate({"temporal": {"address": f"127.0.0.1:{free_port()}"}})
-    with serve_api(settings) as endpoint:
-        yield endpoint
-
-
 # --- happy paths ---------------------------------------------------------------------------------
 
 
-def test_submit_file_wait_list_status(client: LoomOSClient, tmp_path: Path) -> None:
+def test_submit_file_wait_list_status(loomos: LoomOSInThread, client: LoomOSClient, tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(SPEC_YAML.format(user="sdk-user"))
     submitted = client.submit(path)
@@ -69,7 +59,7 @@ def test_submit_file_wait_list_status(client: LoomOSClient, tmp_path: Path) -> N
     final = client.wait(submitted.job_id, poll_interval=0.2, timeout=30)
     assert final.state == JobState.SUCCEEDED
     assert final.job_id == submitted.job_id and final.user == "sdk-user"
-    assert client.get(submitted.job_id).nodes == ["sdk-node-1"]
+    assert client.get(submitted.job_id).nodes == [loomos.node.info.node_id]
     for _ in range(50):  # visibility is eventually consistent
         jobs = client.list(status=JobState.SUCCEEDED, user="sdk-user")
         if jobs:
@@ -78,9 +68,9 @@ def test_submit_file_wait_list_status(client: LoomOSClient, tmp_path: Path) -> N
     assert [j.job_id for j in jobs] == [submitted.job_id]
 
 
-def test_cluster_status_and_health(client: LoomOSClient) -> None:
+def test_cluster_status_and_health(loomos: LoomOSInThread, client: LoomOSClient) -> None:
     snap = client.cluster_status()
-    assert [n.node.node_id for n in snap.nodes] == ["sdk-node-1"]
+    assert [n.node.node_id for n in snap.nodes] == [loomos.node.info.node_id]
     health = client.health()
     assert health.status == "ok" and health.temporal.reachable
 

@@ -16,14 +16,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from loomos.activities.scheduling import announce_node, request_placement
-from loomos.devstack.binaries import temporal_test_server
 from loomos.models.audit import AuditBatch
 from loomos.models.jobs import FailureKind, JobResult, JobState, JobStatus, JobWorkflowInput
 from loomos.models.scheduler import NodeInfo, SchedulerState
@@ -31,12 +29,12 @@ from loomos.models.spec import parse_spec
 from loomos.models.training import (
     CheckpointRef,
     CheckpointsSaved,
-    LogsRequest,
+    ProgressRequest,
     TrainingProgress,
     TrainingRequest,
 )
+from loomos.temporal import names
 from loomos.temporal import search_attributes as sa
-from loomos.temporal.client import INDEXED_TYPES
 from loomos.temporal.names import (
     CHECKPOINTS_SAVED,
     CONTROL_TASK_QUEUE,
@@ -49,25 +47,9 @@ from loomos.workflows.scheduler import SchedulerWorkflow
 from tests.helpers import HISTORIES
 
 
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=temporal_test_server(),
-        data_converter=pydantic_data_converter,
-        test_server_startup_timeout=timedelta(seconds=60),  # the SDK's 5 s is short on a busy CI machine
-    )
-    # JobWorkflow keeps LoomOS's search attributes current; the server must know them.
-    # (The test server implements adding them, not listing them.)
-    await environment.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace="default",
-            search_attributes={name: INDEXED_TYPES[kind] for name, kind in sa.DEFINITIONS.items()},
-        )
-    )
-    yield environment
-    await environment.shutdown()
+@pytest.fixture
+def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    return time_skipping_env
 
 
 class Node:
@@ -120,12 +102,12 @@ async def harness(env: WorkflowEnvironment) -> AsyncIterator[tuple[Harness, list
     for n in nodes:
         n.info.pool = pool
 
-    @activity.defn(name="record_audit_events")
+    @activity.defn(name=names.RECORD_AUDIT_EVENTS)
     async def record_audit_events(batch: AuditBatch) -> None:
         h.audit.append(batch)
 
     def training_for(node: Node):
-        @activity.defn(name="run_training")
+        @activity.defn(name=names.RUN_TRAINING)
         async def run_training(req: TrainingRequest) -> TrainingProgress:
             node.requests.append(req)
             outcome = node.script(req)
@@ -144,10 +126,12 @@ async def harness(env: WorkflowEnvironment) -> AsyncIterator[tuple[Harness, list
         return run_training
 
     def progress_for(node: Node):
-        @activity.defn(name="read_training_progress")
-        async def read_training_progress(req: LogsRequest) -> TrainingProgress:
+        @activity.defn(name=names.READ_TRAINING_PROGRESS)
+        async def read_training_progress(req: ProgressRequest) -> TrainingProgress:
             if req.attempt not in node.stop_progress:
-                raise ApplicationError("no progress record", type="ProgressNotFound", non_retryable=True)
+                raise ApplicationError(
+                    "no progress record", type=names.ErrorType.PROGRESS_NOT_FOUND, non_retryable=True
+                )
             return node.stop_progress[req.attempt]
 
         return read_training_progress
