@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import boto3
 import pytest
-from botocore.stub import ANY, Stubber
 
 from loomos.marketplace.providers.aws import (
-    ON_DEMAND_FILTERS,
     AwsOfferSource,
     fetch_instance_specs,
     parse_instance_type,
@@ -19,6 +16,7 @@ from loomos.marketplace.providers.aws import (
 )
 from loomos.marketplace.providers.base import ProviderError
 from tests.helpers.marketplace.aws_responses import SPECS, instance_type_doc, price_list_item, spot_row
+from tests.helpers.marketplace.aws_stub import StubbedAws, add_region
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -28,61 +26,6 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-class StubbedAws:
-    """Real boto3 clients whose HTTP layer is botocore's Stubber."""
-
-    def __init__(self) -> None:
-        session = boto3.session.Session(
-            aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
-        )
-        self.clients: dict[tuple[str, str], Any] = {}
-        self.stubbers: dict[tuple[str, str], Stubber] = {}
-        for service, region in [("pricing", "us-east-1"), ("ec2", "us-east-1"), ("ec2", "us-west-2")]:
-            client = session.client(service, region_name=region)
-            self.clients[(service, region)] = client
-            self.stubbers[(service, region)] = Stubber(client)
-
-    def factory(self, service: str, region: str) -> Any:
-        return self.clients[(service, region)]
-
-    def __enter__(self) -> StubbedAws:
-        for s in self.stubbers.values():
-            s.activate()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s in self.stubbers.values():
-            s.deactivate()
-
-    def assert_done(self) -> None:
-        for s in self.stubbers.values():
-            s.assert_no_pending_responses()
-
-
-def add_region(
-    aws: StubbedAws,
-    region: str,
-    items: list[str],
-    specs: list[dict[str, Any]],
-    spots: list[dict[str, Any]],
-    check_filters: bool = False,
-) -> None:
-    filters = [*ON_DEMAND_FILTERS, {"Type": "TERM_MATCH", "Field": "regionCode", "Value": region}]
-    expected = (
-        {"ServiceCode": "AmazonEC2", "Filters": filters, "FormatVersion": "aws_v1"} if check_filters else None
-    )
-    aws.stubbers[("pricing", "us-east-1")].add_response(
-        "get_products", {"PriceList": items, "FormatVersion": "aws_v1"}, expected
-    )
-    ec2 = aws.stubbers[("ec2", region)]
-    ec2.add_response("describe_instance_types", {"InstanceTypes": specs}, {"InstanceTypes": ANY})
-    ec2.add_response(
-        "describe_spot_price_history",
-        {"SpotPriceHistory": spots},
-        {"InstanceTypes": ANY, "ProductDescriptions": ["Linux/UNIX"], "StartTime": ANY},
-    )
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from loomos.marketplace.providers.gcp import GcpOfferSource
 from loomos.marketplace.refresh import refresh_catalog
 from tests.helpers.marketplace import gcp_responses
 from tests.helpers.marketplace.aws_responses import SPECS, price_list_item, spot_row
+from tests.helpers.marketplace.aws_stub import StubbedAws, add_region
 from tests.helpers.marketplace.azure_responses import (
     PAGE_1,
     PAGE_2,
@@ -28,8 +29,6 @@ from tests.helpers.marketplace.azure_responses import (
     SKUS_URL,
     StaticTokenCredential,
 )
-
-from .test_market_aws import StubbedAws, add_region
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 
