@@ -16,12 +16,13 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from loomos import train as contract
 from loomos.activities.training.processes import ENV_RUN_TOKEN
 from loomos.models.jobs import FailureKind
 from loomos.models.spec import RESERVED_ENV
 from loomos.models.training import TrainingProgress, TrainingRequest
 from loomos.settings import Settings
+from loomos.train import contract
+from loomos.train.stores import LocalCheckpointStore, open_store
 
 
 def invalid_job(message: str, progress: TrainingProgress | None = None) -> ApplicationError:
@@ -70,10 +71,10 @@ def checkpoint_location(req: TrainingRequest, settings: Settings) -> str:
             raise ValueError(f"checkpoint URI {uri!r} names no bucket")
         return uri
     try:
-        store = contract.open_store(uri)
+        store = open_store(uri)
     except ValueError as exc:
         raise ValueError(f"checkpoint URI: {exc}") from None
-    assert isinstance(store, contract.LocalCheckpointStore)
+    assert isinstance(store, LocalCheckpointStore)
     return str(store.directory)
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from temporalio import activity
 
-from loomos import train as contract
 from loomos.models.training import CheckpointRef, CheckpointsSaved, TrainingProgress, TrainingRequest
 from loomos.temporal.names import CHECKPOINTS_SAVED
+from loomos.train import contract
 
 # Heartbeats and results must stay small (Temporal warns at 256 KB): keep the newest entries.
 MAX_CHECKPOINTS_REPORTED = 32
