@@ -5,6 +5,9 @@ services. Each child runs in its own session (signals aimed at the parent's proc
 such as a terminal's Ctrl-C, reach the parent alone, which then stops its children in order),
 and on Linux asks the kernel for SIGTERM when its parent dies (prctl PR_SET_PDEATHSIG), so a
 parent killed with SIGKILL leaves no orphans behind.
+
+Finding and signalling processes is psutil's job (loomos.activities.training.processes); the
+parent-death signal is here because psutil has no way to set it.
 """
 
 from __future__ import annotations
