@@ -260,7 +260,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("LOOMOS_TEMPORAL_DB_FILE", "temporal.db_file", "the dev server's SQLite file (empty: in memory)"),
     EnvVar(
         "LOOMOS_TEMPORAL_SEARCH_ATTRIBUTES", "temporal.search_attributes",
-        'extra search attributes to register, as JSON: {"Name": "Keyword"}',
+        'extra search attributes to register, as JSON {"Name": "Keyword"}, added to the file\'s',
     ),
     EnvVar(
         "LOOMOS_TEMPORAL_ENVCONFIG", "temporal.envconfig",
@@ -276,12 +276,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("LOOMOS_TEMPORAL_API_KEY", "temporal.api_key", "Temporal API key (Temporal Cloud); turns TLS on"),
     EnvVar(
-        "LOOMOS_TEMPORAL_TLS_CLIENT_CERT", "temporal.tls.client_cert", "client certificate (PEM file), mTLS",
+        "LOOMOS_TEMPORAL_TLS_CLIENT_CERT", "temporal.tls.client_cert", "mTLS: client certificate (PEM file)",
     ),
-    EnvVar("LOOMOS_TEMPORAL_TLS_CLIENT_KEY", "temporal.tls.client_key", "its private key (PEM file)"),
+    EnvVar("LOOMOS_TEMPORAL_TLS_CLIENT_KEY", "temporal.tls.client_key", "mTLS: its private key (PEM file)"),
     EnvVar(
         "LOOMOS_TEMPORAL_TLS_SERVER_CA_CERT", "temporal.tls.server_ca_cert",
-        "CA certificate (PEM file) of the server's, when not a public CA",
+        "CA certificate (PEM file) that signed the server's, when not a public one",
     ),
     EnvVar(
         "LOOMOS_TEMPORAL_TLS_SERVER_NAME", "temporal.tls.server_name",
