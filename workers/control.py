@@ -27,7 +27,8 @@ log = structlog.get_logger()
 
 
 def control_activities(settings: Settings) -> list[Any]:
-    """Every activity the control queue serves, wired to this deployment's LoomDB."""
+    """Every activity the control queue serves (loomos.temporal.activities.ControlActivities),
+    wired to this deployment's LoomDB."""
     from loomos.activities.audit import AuditActivities
     from loomos.loomdb import open_event_store
 

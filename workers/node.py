@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from temporalio.client import Client
@@ -26,12 +27,17 @@ log = structlog.get_logger()
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
+def node_activities(settings: Settings, node_id: str) -> list[Any]:
+    """Every activity a node's queue serves (loomos.temporal.activities.NodeActivities)."""
+    training = TrainingActivities(settings, node_id)
+    return [training.run_training, training.read_training_log, training.read_training_progress]
+
+
 def build_node_worker(client: Client, settings: Settings, node: NodeInfo) -> Worker:
-    training = TrainingActivities(settings, node.node_id)
     return Worker(
         client,
         task_queue=node.task_queue,
-        activities=[training.run_training, training.read_training_log, training.read_training_progress],
+        activities=node_activities(settings, node.node_id),
         # Capacity is the scheduler's business; this only bounds concurrent attempts + log reads.
         max_concurrent_activities=node.slots * 2 + 4,
         # Heartbeats carry live progress and bring back cancellation. The SDK would batch them

@@ -88,4 +88,12 @@ def _top_level() -> None:
 
 
 def main() -> None:
-    app()
+    from loomos.cli.errors import reported_errors
+
+    # Errors a command did not report itself (a package of an extra missing, say) still get
+    # the one-line treatment.
+    try:
+        with reported_errors():
+            app()
+    except typer.Exit as done:  # raised by reported_errors itself, outside Typer's own handling
+        raise SystemExit(done.exit_code) from None

@@ -43,6 +43,21 @@ _BAD_INPUT_TYPES = (
     ("loomos.workers.node_capacity", "NodeConfigError"),
 )
 _DATABASE_MODULES = ("sqlalchemy", "psycopg")
+# Which extra brings a package a command may need (`pip install loomos` is the light core).
+EXTRA_FOR_MODULE = {
+    **dict.fromkeys(
+        ("sqlalchemy", "sqlmodel", "psycopg", "alembic", "fastapi", "uvicorn", "starlette", "casbin",
+         "jsonschema", "jsonschema_rs", "prometheus_client", "sse_starlette", "structlog"),
+        "server",
+    ),
+    "temporalio": "server",
+    "torch": "node",
+    "psutil": "node",
+    "boto3": "aws",
+    "botocore": "aws",
+    "google": "gcp",
+    "azure": "azure",
+}  # fmt: skip
 # Errors whose message may span several lines (a service's log tail): the first line is the
 # error, the rest is printed dimmed below it.
 _MULTILINE_TYPES = (
@@ -120,6 +135,12 @@ def reported_errors(context: str = "") -> Iterator[None]:
         raise
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        extra = EXTRA_FOR_MODULE.get(missing)
+        if extra is None:
+            raise
+        fail(f"this command needs {missing}, which comes with loomos[{extra}]: pip install 'loomos[{extra}]'")
     except Exception as err:
         if not _is_expected(err):
             if os.environ.get("LOOMOS_DEBUG"):
