@@ -16,8 +16,8 @@ from loomos.marketplace.catalog import Catalog, load_catalog
 from loomos.marketplace.offers import PROVIDERS, Offer
 from loomos.marketplace.optimizer import (
     MarketInputError,
-    RankedOption,
     OfferRequest,
+    RankedOption,
     SpotRisk,
     Weights,
     rank_offers,

@@ -10,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 PROVIDERS = ("aws", "gcp", "azure", "onprem")
 
@@ -99,6 +99,16 @@ def _parse_iso(value: str) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+class MachineShape(Protocol):
+    """What a provider's description of a machine type says about its GPUs, CPUs and memory."""
+
+    gpu_type: str
+    gpu_count: int
+    gpu_memory_gb: float
+    vcpus: float
+    memory_gb: float
+
+
 @dataclass(frozen=True, slots=True)
 class Offer:
     """One machine shape at one place. Prices are USD per hour for the whole machine.
@@ -130,6 +140,19 @@ class Offer:
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "key", f"{self.provider}/{self.region}/{self.zone or '-'}/{self.instance_type}"
+        )
+
+    @classmethod
+    def of_shape(cls, shape: MachineShape, **where_and_price: Any) -> Offer:
+        """An offer of a machine shape a provider described, at a place and price (the other
+        fields, as keywords)."""
+        return cls(
+            gpu_type=shape.gpu_type,
+            gpu_count=shape.gpu_count,
+            gpu_memory_gb=shape.gpu_memory_gb,
+            vcpus=shape.vcpus,
+            memory_gb=shape.memory_gb,
+            **where_and_price,
         )
 
     def price(self, pricing_model: str) -> float | None:

@@ -224,16 +224,12 @@ def build_offers(
         zones = spot.get(itype) or {None: None}
         for zone, spot_price in sorted(zones.items(), key=lambda kv: kv[0] or ""):
             offers.append(
-                Offer(
+                Offer.of_shape(
+                    spec,
                     provider="aws",
                     region=region,
                     zone=zone,
                     instance_type=itype,
-                    gpu_type=spec.gpu_type,
-                    gpu_count=spec.gpu_count,
-                    gpu_memory_gb=spec.gpu_memory_gb,
-                    vcpus=spec.vcpus,
-                    memory_gb=spec.memory_gb,
                     price_on_demand=price,
                     price_spot=spot_price,
                     source="aws-api",

@@ -155,16 +155,12 @@ def build_offers(
             rejected.append(RejectedRow("azure", f"{region}/{name}", "no pay-as-you-go Linux price"))
             continue
         offers.append(
-            Offer(
+            Offer.of_shape(
+                s,
                 provider="azure",
                 region=region,
                 zone=None,
                 instance_type=name,
-                gpu_type=s.gpu_type,
-                gpu_count=s.gpu_count,
-                gpu_memory_gb=s.gpu_memory_gb,
-                vcpus=s.vcpus,
-                memory_gb=s.memory_gb,
                 price_on_demand=on_demand,
                 price_spot=prices.get((region, name, True)),
                 source="azure-api",
