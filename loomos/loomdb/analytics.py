@@ -8,10 +8,14 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from loomos.loomdb.canonical import iso
 from loomos.loomdb.errors import QueryError
 from loomos.loomdb.query import resolve_path
+
+if TYPE_CHECKING:
+    from loomos.loomdb.store import EventStore
 
 SUCCESS_TYPES = ("job.succeeded", "model.training.completed")
 FAILURE_TYPES = ("job.failed", "model.training.failed")
@@ -19,7 +23,7 @@ COST_TYPE = "cost.recorded"
 COST_DIMENSIONS = {"cost_center": "context.cost_center", "gpu_type": "data.gpu_type", "team": "data.team"}
 
 
-def _group_expr(store: Any, path: str) -> tuple[str, list[Any]]:
+def _group_expr(store: EventStore, path: str) -> tuple[str, list[Any]]:
     rp = resolve_path(path)
     if rp.kind == "json":
         sql, params = store.backend.json_text(rp.column, rp.keys)
@@ -29,7 +33,7 @@ def _group_expr(store: Any, path: str) -> tuple[str, list[Any]]:
     raise QueryError(f"cannot group by {path!r}: pick a column, context./security. field or a data path")
 
 
-def _range(store: Any, start: datetime | None, end: datetime | None) -> tuple[str, list[Any]]:
+def _range(store: EventStore, start: datetime | None, end: datetime | None) -> tuple[str, list[Any]]:
     for ts in (start, end):
         if ts is not None and ts.tzinfo is None:
             raise QueryError("timestamps need a timezone")
@@ -45,14 +49,14 @@ def _range(store: Any, start: datetime | None, end: datetime | None) -> tuple[st
     return (" AND " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _fetch(store: Any, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    with store._read() as cur:
-        cur.execute(store._sql(sql), params)
+def _fetch(store: EventStore, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    with store.backend.read() as cur:
+        cur.execute(store.backend.sql(sql), params)
         return cur.fetchall()
 
 
 def success_rate(
-    store: Any, group_by: str, start: datetime | None = None, end: datetime | None = None
+    store: EventStore, group_by: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Training runs that ended, per month (of occurred_at) and value at `group_by`."""
     gexpr, gparams = _group_expr(store, group_by)
@@ -81,7 +85,7 @@ def success_rate(
 
 
 def cost_by(
-    store: Any, dimension: str, start: datetime | None = None, end: datetime | None = None
+    store: EventStore, dimension: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Sum of cost.recorded amounts by cost_center, gpu_type, team, or any path."""
     path = COST_DIMENSIONS.get(dimension, dimension)
@@ -109,7 +113,7 @@ def cost_by(
 DENIAL_TYPES = ("security.access.denied", "security.authentication.failed")
 
 
-def compliance_report(store: Any, start: datetime, end: datetime) -> dict[str, Any]:
+def compliance_report(store: EventStore, start: datetime, end: datetime) -> dict[str, Any]:
     """Access audit for [start, end): who did what, denials, data access by classification."""
     rng, rparams = _range(store, start, end)
     who = _fetch(
@@ -168,8 +172,6 @@ def _ts_text(v: Any) -> str | None:
         return None
     if isinstance(v, str):
         v = datetime.fromisoformat(v)
-    from loomos.loomdb.hashchain import iso
-
     return iso(v)
 
 

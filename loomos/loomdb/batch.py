@@ -12,6 +12,7 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from loomos.loomdb.validation import coerce_event
 from loomos.models.events import NewEvent
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class EventBatch:
 
     async def add(self, event: NewEvent | dict[str, Any]) -> asyncio.Future[int]:
         """Queue one event; the returned future resolves to its position once it is written."""
-        item = self.store._coerce(event, 0, 1)
+        item = coerce_event(event)
         loop = asyncio.get_running_loop()
         if item.event_id in self._recent:
             self.duplicates += 1
@@ -64,7 +65,7 @@ class EventBatch:
         if item.event_id in self._futures:
             self.duplicates += 1
             return self._futures[item.event_id]
-        version = self.store._validate([item])[0]
+        version = self.store.validate([item])[0]
         fut: asyncio.Future[int] = loop.create_future()
         self._futures[item.event_id] = fut
         self._pending.append((item, version))
@@ -96,7 +97,7 @@ class EventBatch:
             futures = [self._futures.pop(e.event_id) for e, _ in batch]
             try:
                 positions = await asyncio.to_thread(
-                    self.store._append_validated, [e for e, _ in batch], [v for _, v in batch], None
+                    self.store.group_commit.append, [e for e, _ in batch], [v for _, v in batch], None
                 )
             except BaseException as exc:
                 for f in futures:

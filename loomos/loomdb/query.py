@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -178,10 +178,35 @@ def decode_cursor(cursor: str, order: str) -> int:
     return position
 
 
+class QueryDialect(Protocol):
+    """What SqlBuilder needs from a backend: its placeholder, how it binds timestamps and
+    UUIDs, and its SQL for JSON paths (each returns SQL and its parameters;
+    keys are validated path parts; the SQL uses the backend's placeholder)."""
+
+    ph: str  # the driver's placeholder: "%s" or "?"
+
+    def ts(self, v: datetime) -> Any: ...
+
+    def uid(self, v: uuid.UUID) -> Any: ...
+
+    def json_value(self, column: str, keys: list[str]) -> tuple[str, list[Any]]: ...
+
+    def json_type(self, column: str, keys: list[str]) -> tuple[str, list[Any]]: ...
+
+    def json_text(self, column: str, keys: list[str]) -> tuple[str, list[Any]]: ...
+
+    def json_contains(self, column: str, keys: list[str], value: Any) -> tuple[str, list[Any]]: ...
+
+    def json_compare(self, column: str, keys: list[str], op: str, value: Any) -> tuple[str, list[Any]]: ...
+
+    def month_of(self, column: str) -> str:
+        """SQL of a timestamp column's month, as "YYYY-MM"."""
+
+
 class SqlBuilder:
     """Collects WHERE clauses and their parameters for one backend."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: QueryDialect) -> None:
         self.b = backend
         self.clauses: list[str] = []
         self.params: list[Any] = []

@@ -27,32 +27,55 @@ no per-table compression: the setting does nothing there.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import json
 import re
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from loomos.loomdb.backend_postgres import month_start, next_month, partition_name
+from loomos.loomdb.archives import (
+    ArchiveMissing,
+    DeepArchive,
+    archive_manifests,
+    deep_archive,
+    delete_object,
+    encode_archive,
+    parse_ts,
+    read_archive,
+    read_object,
+    write_object,
+)
+from loomos.loomdb.canonical import iso
 from loomos.loomdb.errors import RetentionError
-from loomos.loomdb.hashchain import EVENT_COLUMNS, iso
+from loomos.loomdb.hashchain import EVENT_COLUMNS
+from loomos.loomdb.periods import month_start, next_month, period_label
 from loomos.models.events import EVENT_TYPE_PATTERN, NewEvent
+
+if TYPE_CHECKING:
+    from loomos.loomdb.store import EventStore
 
 RETENTION_EVENT = "compliance.retention.applied"
 PURGE_EVENT = "compliance.retention.purged"
 
-
-class ArchiveMissing(RetentionError):
-    """The archive object does not exist (as opposed to: cannot be read)."""
+__all__ = [
+    "PURGE_EVENT",
+    "RETENTION_EVENT",
+    "ArchiveMissing",
+    "DeepArchive",
+    "RetentionPolicy",
+    "apply_retention",
+    "archive_manifests",
+    "deep_archive",
+    "delete_object",
+    "encode_archive",
+    "purge_expired",
+    "read_archive",
+    "read_object",
+    "write_object",
+]
 
 
 class RetentionPolicy(BaseModel):
@@ -70,8 +93,6 @@ class RetentionPolicy(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RetentionPolicy:
-        import re
-
         for t, days in self.per_type.items():
             base = t[:-2] if t.endswith(".*") else t
             if not re.fullmatch(EVENT_TYPE_PATTERN, base) and not re.fullmatch(r"[a-z][a-z0-9_]*", base):
@@ -109,134 +130,14 @@ class RetentionPolicy(BaseModel):
         return max(specific) if specific else self.default_days
 
 
-# --- archive objects ------------------------------------------------------------------------
-
-
-def _row_json(row: dict[str, Any]) -> str:
-    out = {}
-    for c in EVENT_COLUMNS:
-        v = row[c]
-        if isinstance(v, datetime):
-            v = iso(v)
-        elif isinstance(v, uuid.UUID):
-            v = str(v)
-        out[c] = v
-    return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def encode_archive(rows: list[dict[str, Any]]) -> bytes:
-    buf = io.BytesIO()
-    # mtime=0: the same events always give the same bytes (and the same sha256).
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
-        for r in rows:
-            gz.write(_row_json(r).encode() + b"\n")
-    return buf.getvalue()
-
-
-def _s3() -> Any:
-    import boto3
-
-    return boto3.client("s3")
-
-
-def write_object(uri: str, payload: bytes) -> None:
-    u = urlparse(uri)
-    try:
-        if u.scheme == "file":
-            path = Path(u.path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(payload)
-            tmp.replace(path)
-        elif u.scheme == "s3":
-            _s3().put_object(Bucket=u.netloc, Key=u.path.lstrip("/"), Body=payload)
-        else:
-            raise RetentionError(f"unsupported archive URI {uri!r}")
-    except RetentionError:
-        raise
-    except Exception as exc:  # OSError, botocore errors: report where and why
-        raise RetentionError(f"cannot write archive {uri}: {exc}") from exc
-
-
-def _s3_not_found(exc: Exception) -> bool:
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound")
-
-
-def read_object(uri: str) -> bytes:
-    u = urlparse(uri)
-    try:
-        if u.scheme == "file":
-            return Path(u.path).read_bytes()
-        if u.scheme == "s3":
-            return _s3().get_object(Bucket=u.netloc, Key=u.path.lstrip("/"))["Body"].read()
-    except FileNotFoundError:
-        raise ArchiveMissing(f"archive {uri} does not exist") from None
-    except Exception as exc:
-        if _s3_not_found(exc):
-            raise ArchiveMissing(f"archive {uri} does not exist") from None
-        raise RetentionError(f"cannot read archive {uri}: {exc}") from exc
-    raise RetentionError(f"unsupported archive URI {uri!r}")
-
-
-def delete_object(uri: str) -> bool:
-    """Delete an archive object; False when it was already gone (deleting is idempotent)."""
-    u = urlparse(uri)
-    try:
-        if u.scheme == "file":
-            try:
-                Path(u.path).unlink()
-            except FileNotFoundError:
-                return False
-            return True
-        if u.scheme == "s3":
-            return _delete_s3_versions(_s3(), u.netloc, u.path.lstrip("/"))
-    except Exception as exc:  # OSError, botocore errors
-        raise RetentionError(f"cannot delete archive {uri}: {exc}") from exc
-    raise RetentionError(f"unsupported archive URI {uri!r}")
-
-
-def _delete_s3_versions(s3: Any, bucket: str, key: str) -> bool:
-    """Delete every version of `key` (and its delete markers). On a versioned bucket a plain
-    DeleteObject only adds a delete marker and the archived events stay readable, which a purge
-    must not allow; on an unversioned bucket the one version is "null". Needs
-    s3:ListBucketVersions and s3:DeleteObjectVersion. True when any version held data."""
-    found: list[tuple[str, bool]] = []
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
-        found += [(v["VersionId"], True) for v in page.get("Versions", []) if v["Key"] == key]
-        found += [(v["VersionId"], False) for v in page.get("DeleteMarkers", []) if v["Key"] == key]
-    for version, _ in found:
-        s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
-    return any(data for _, data in found)
-
-
-def read_archive(uri: str, sha256: str | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of an archive, in position order, as the store returns them (for verify)."""
-    payload = read_object(uri)
-    if sha256 is not None and hashlib.sha256(payload).hexdigest() != sha256:
-        raise RetentionError(f"archive {uri} does not match the sha256 in its manifest")
-    try:
-        text = gzip.decompress(payload).decode()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RetentionError(f"archive {uri} is not gzip JSON Lines: {exc}") from None
-    for line in text.splitlines():
-        if not line:
-            continue
-        row = json.loads(line)
-        row["occurred_at"] = datetime.fromisoformat(row["occurred_at"])
-        row["recorded_at"] = datetime.fromisoformat(row["recorded_at"])
-        row["event_id"] = uuid.UUID(row["event_id"])
-        yield row
-
-
 # --- applying a policy ----------------------------------------------------------------------
 
 
-def _periods(store: Any, before: datetime) -> list[datetime]:
+def _periods(store: EventStore, before: datetime) -> list[datetime]:
     """Start of each month with events recorded before `before`, oldest first."""
-    with store._read() as cur:
+    with store.backend.read() as cur:
         cur.execute(
-            store._sql("SELECT min(recorded_at) FROM loomdb_events WHERE recorded_at < %s"),
+            store.backend.sql("SELECT min(recorded_at) FROM loomdb_events WHERE recorded_at < %s"),
             [store.backend.ts(before)],
         )
         first = cur.fetchone()[0]
@@ -253,7 +154,7 @@ def _periods(store: Any, before: datetime) -> list[datetime]:
 
 
 def apply_retention(
-    store: Any, policy: RetentionPolicy, now: datetime | None = None, *, dry_run: bool = False
+    store: EventStore, policy: RetentionPolicy, now: datetime | None = None, *, dry_run: bool = False
 ) -> list[dict[str, Any]]:
     """Archive and drop every whole month older than `archive_after_days`, oldest first; compress
     (Postgres); then delete the archive objects that have expired. Returns what was done (also
@@ -278,7 +179,7 @@ def apply_retention(
         action = _archive_period(store, policy, start, next_month(start))
         if action is not None:
             actions.append(action)
-    if policy.compress_after_days is not None and store.backend.name == "postgresql":
+    if policy.compress_after_days is not None and store.backend.compresses_partitions:
         for start in _periods(store, min(now - timedelta(days=policy.compress_after_days), writing)):
             action = _compress_period(store, policy, start, dry_run=dry_run)
             if action is not None:
@@ -290,14 +191,14 @@ def apply_retention(
 
 
 def _plan_period(
-    store: Any, policy: RetentionPolicy, start: datetime, end: datetime, now: datetime
+    store: EventStore, policy: RetentionPolicy, start: datetime, end: datetime, now: datetime
 ) -> list[dict[str, Any]]:
     """What archiving one period would do, read without writing anything."""
     b = store.backend
-    period = f"{start.year:04d}-{start.month:02d}"
-    with store._read() as cur:
+    period = period_label(start)
+    with b.read() as cur:
         cur.execute(
-            store._sql(
+            store.backend.sql(
                 "SELECT position, event_type, compliance_level, retention_days, recorded_at "
                 "FROM loomdb_events WHERE recorded_at >= %s AND recorded_at < %s ORDER BY position"
             ),
@@ -308,7 +209,7 @@ def _plan_period(
     if not rows:
         return []
     for r in rows:
-        r["recorded_at"] = _ts(r["recorded_at"])
+        r["recorded_at"] = parse_ts(r["recorded_at"])
     first, last = int(rows[0]["position"]), int(rows[-1]["position"])
     expires = max(r["recorded_at"] + timedelta(days=policy.days_for(r)) for r in rows)
     uri = f"{policy.archive_uri.rstrip('/')}/{_object_name(store.schema_name, period, first, last)}"
@@ -320,43 +221,15 @@ def _plan_period(
 
 
 def _compress_period(
-    store: Any, policy: RetentionPolicy, start: datetime, *, dry_run: bool = False
+    store: EventStore, policy: RetentionPolicy, start: datetime, *, dry_run: bool = False
 ) -> dict[str, Any] | None:
-    name = partition_name(start)
-    fresh = f"{name}_lz4"
-    period = f"{start.year:04d}-{start.month:02d}"
-    columns = ", ".join(EVENT_COLUMNS)
-    # ::text::jsonb makes Postgres decompress and re-store each value with the new method.
-    select = ", ".join(f"{c}::text::jsonb" if c in ("data", "metadata") else c for c in EVENT_COLUMNS)
-    with store._write() as cur:
-        cur.execute(
-            "SELECT a.attcompression FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace AND a.attname = 'data'",
-            [name],
-        )
-        found = cur.fetchone()
-        if found is None or found[0] == "l":
+    period = period_label(start)
+    with store.backend.write() as cur:
+        count = store.backend.compress_period(cur, start, dry_run)
+        if count is None:
             return None  # archived already, or compressed already
         if dry_run:
-            cur.execute(f"SELECT count(*) FROM {name}")
-            count = int(cur.fetchone()[0])
             return {"action": "compressed", "partition": period, "event_count": count, "dry_run": True}
-        # Names and bounds come from two integers; nothing here is input.
-        cur.execute(f"CREATE TABLE {fresh} (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-        cur.execute(
-            f"ALTER TABLE {fresh} ALTER COLUMN data SET COMPRESSION lz4, "
-            "ALTER COLUMN metadata SET COMPRESSION lz4"
-        )
-        cur.execute(f"INSERT INTO {fresh} ({columns}) SELECT {select} FROM {name} ORDER BY position")
-        count = cur.rowcount
-        cur.execute(f"ALTER TABLE loomdb_events DETACH PARTITION {name}")
-        cur.execute(f"DROP TABLE {name}")
-        cur.execute(f"ALTER TABLE {fresh} RENAME TO {name}")
-        # Attaching builds the partition's indexes and clones the immutability triggers.
-        cur.execute(
-            f"ALTER TABLE loomdb_events ATTACH PARTITION {name} "
-            f"FOR VALUES FROM ('{start.isoformat()}') TO ('{next_month(start).isoformat()}')"
-        )
         action = {"action": "compressed", "partition": period, "event_count": count}
         record = NewEvent(
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"loomdb:{store.schema_name}:compress:{period}"),
@@ -366,33 +239,31 @@ def _compress_period(
             context={"compliance_level": "SYSTEM"},
             tags=["retention"],
         )
-        store._append_locked(
-            cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None, commit=False
+        store.group_commit.append_locked(
+            cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None
         )
     return action
 
 
 def _archive_period(
-    store: Any, policy: RetentionPolicy, start: datetime, end: datetime
+    store: EventStore, policy: RetentionPolicy, start: datetime, end: datetime
 ) -> dict[str, Any] | None:
-    from loomos.loomdb.store import _COLS
-
     b = store.backend
-    period = f"{start.year:04d}-{start.month:02d}"
-    with store._write() as cur:
+    period = period_label(start)
+    with b.write() as cur:
         # Holding the head lock keeps the chain still while the period leaves the table.
         b.lock_head(cur)
         cur.execute(
-            store._sql(
-                f"SELECT {_COLS} FROM loomdb_events WHERE recorded_at >= %s AND recorded_at < %s "
+            store.backend.sql(
+                f"SELECT {', '.join(EVENT_COLUMNS)} FROM loomdb_events "
+                "WHERE recorded_at >= %s AND recorded_at < %s "
                 "ORDER BY position"
             ),
             [b.ts(start), b.ts(end)],
         )
         rows = [b.py_row(r) for r in cur.fetchall()]
         if not rows:
-            if b.name == "postgresql":
-                _drop_partition(store, cur, start)
+            b.drop_period(cur, start, end)  # Postgres: an empty partition
             return None
         first, last = rows[0], rows[-1]
         base = policy.archive_uri.rstrip("/")
@@ -408,7 +279,7 @@ def _archive_period(
         expires = max(r["recorded_at"] + timedelta(days=policy.days_for(r)) for r in rows)
         archived_at = store.clock()
         cur.execute(
-            store._sql(
+            store.backend.sql(
                 "INSERT INTO loomdb_archives (period, first_position, last_position, first_prev_hash, "
                 "last_hash, "
                 "event_count, uri, sha256, period_start, period_end, archived_at, expires_at) "
@@ -429,15 +300,7 @@ def _archive_period(
                 b.ts(expires),
             ],
         )
-        if b.name == "postgresql":
-            _drop_partition(store, cur, start)
-        else:
-            cur.execute("INSERT INTO loomdb_retention_window (cutoff) VALUES (?)", [b.ts(end)])
-            cur.execute(
-                "DELETE FROM loomdb_events WHERE recorded_at >= ? AND recorded_at < ?",
-                [b.ts(start), b.ts(end)],
-            )
-            cur.execute("DELETE FROM loomdb_retention_window")
+        b.drop_period(cur, start, end)
         action = {
             "action": "archived",
             "partition": period,
@@ -456,23 +319,10 @@ def _archive_period(
             tags=["retention"],
         )
         # In the same transaction as the drop: the record exists exactly when the period is gone.
-        store._append_locked(
-            cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None, commit=False
+        store.group_commit.append_locked(
+            cur, [record], [store.schemas.validate(RETENTION_EVENT, record.data)], None
         )
     return action
-
-
-def _drop_partition(store: Any, cur: Any, start: datetime) -> None:
-    name = partition_name(start)
-    cur.execute(
-        "SELECT 1 FROM pg_class WHERE relname = %s AND relnamespace = current_schema()::regnamespace", [name]
-    )
-    if cur.fetchone() is None:
-        return
-    # DDL is transactional: if anything above failed, the partition is still there.
-    cur.execute(f"ALTER TABLE loomdb_events DETACH PARTITION {name}")
-    cur.execute(f"DROP TABLE {name}")
-    store.backend.forget_partition(name)
 
 
 def utc(ts: datetime) -> datetime:
@@ -483,24 +333,10 @@ def _object_name(schema: str, period: str, first: int, last: int) -> str:
     return f"loomdb-{schema}-{period}-{first}-{last}.jsonl.gz"
 
 
-def _ts(v: Any) -> datetime:
-    return datetime.fromisoformat(v) if isinstance(v, str) else v
-
-
 # --- purging expired archive objects --------------------------------------------------------
 
 
-def archive_manifests(store: Any) -> list[dict[str, Any]]:
-    """`EventStore.archives()`, timestamps as datetimes on both backends."""
-    rows = store.archives()
-    for m in rows:
-        for k in ("period_start", "period_end", "archived_at", "expires_at", "purged_at"):
-            if m[k] is not None:
-                m[k] = _ts(m[k])
-    return rows
-
-
-def _purge_id(store: Any, period: str) -> uuid.UUID:
+def _purge_id(store: EventStore, period: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"loomdb:{store.schema_name}:purge:{period}")
 
 
@@ -523,7 +359,9 @@ def _check_purgeable(m: dict[str, Any]) -> None:
         )
 
 
-def purge_expired(store: Any, now: datetime | None = None, *, dry_run: bool = False) -> list[dict[str, Any]]:
+def purge_expired(
+    store: EventStore, now: datetime | None = None, *, dry_run: bool = False
+) -> list[dict[str, Any]]:
     """Delete the archive object of every manifest whose expires_at has passed, oldest first, and
     mark the manifest purged with a compliance.retention.purged event (deterministic id, so a
     retried run never records a purge twice). Expiry is judged by the store's clock even when
@@ -553,23 +391,29 @@ def purge_expired(store: Any, now: datetime | None = None, *, dry_run: bool = Fa
             existed = delete_object(m["uri"])
         except RetentionError as exc:
             raise RetentionError(f"{exc}; the manifest of {m['period']} stays unpurged") from exc
-        done = _mark_purged(store, m, {**action, "object": "deleted" if existed else "already missing"})
+        done = mark_purged(store, m, {**action, "object": "deleted" if existed else "already missing"})
         if done is not None:
             actions.append(done)
     return actions
 
 
-def _mark_purged(store: Any, m: dict[str, Any], action: dict[str, Any]) -> dict[str, Any] | None:
+def mark_purged(store: EventStore, m: dict[str, Any], action: dict[str, Any]) -> dict[str, Any] | None:
+    """Mark the manifest `m` purged and record `action` as a compliance.retention.purged event,
+    in one transaction; None when another run marked it first."""
     b = store.backend
-    with store._write() as cur:
+    with store.backend.write() as cur:
         b.lock_head(cur)  # one retention writer at a time, as for archiving
-        cur.execute(store._sql("SELECT purged_at FROM loomdb_archives WHERE period = %s"), [m["period"]])
+        cur.execute(
+            store.backend.sql("SELECT purged_at FROM loomdb_archives WHERE period = %s"), [m["period"]]
+        )
         row = cur.fetchone()
         if row is None or row[0] is not None:
             return None  # another run got there first
         purged_at = store.clock()
         cur.execute(
-            store._sql("UPDATE loomdb_archives SET purged_at = %s WHERE period = %s AND purged_at IS NULL"),
+            store.backend.sql(
+                "UPDATE loomdb_archives SET purged_at = %s WHERE period = %s AND purged_at IS NULL"
+            ),
             [b.ts(purged_at), m["period"]],
         )
         action = {**action, "purged_at": iso(purged_at)}
@@ -582,54 +426,7 @@ def _mark_purged(store: Any, m: dict[str, Any], action: dict[str, Any]) -> dict[
             tags=["retention"],
         )
         # Same transaction as the mark: the manifest is purged exactly when the event exists.
-        store._append_locked(
-            cur, [record], [store.schemas.validate(PURGE_EVENT, record.data)], None, commit=False
+        store.group_commit.append_locked(
+            cur, [record], [store.schemas.validate(PURGE_EVENT, record.data)], None
         )
     return action
-
-
-# --- deep verification ----------------------------------------------------------------------
-
-
-@dataclass
-class DeepArchive:
-    """What deep verification has to re-hash for one manifest: `rows`, or None when the events
-    are gone under the policy (then `note` says why and the manifest's hashes link the chain)."""
-
-    rows: list[dict[str, Any]] | None
-    note: str | None = None
-
-
-def deep_archive(store: Any, manifest: dict[str, Any], now: datetime | None = None) -> DeepArchive:
-    """For `EventStore.verify(deep_archives=True)`: the archived rows of one manifest (as given by
-    `EventStore.archives()` or `archive_manifests`). A purged archive has none to re-hash, nor
-    has one that expired and whose object is gone (say, removed by a bucket lifecycle rule, or
-    a purge interrupted before it marked the manifest). Raises ArchiveMissing for an object
-    missing before its expiry (deleted early), and RetentionError for one that cannot be read,
-    does not match its sha256, or a manifest marked purged before its expiry."""
-    purged_at = manifest["purged_at"] if "purged_at" in manifest else _purged_at(store, manifest["period"])
-    expires = _ts(manifest["expires_at"])
-    if purged_at is not None:
-        purged_at = _ts(purged_at)
-        if purged_at < expires:
-            raise RetentionError(
-                f"marked purged at {iso(purged_at)}, but its events were to be kept until {iso(expires)}"
-            )
-        return DeepArchive(
-            None, f"purged at {iso(purged_at)} (expired {iso(expires)}); linked by its manifest"
-        )
-    try:
-        return DeepArchive(list(read_archive(manifest["uri"], manifest["sha256"])))
-    except ArchiveMissing as exc:
-        if expires <= (now or store.clock()):
-            return DeepArchive(None, f"{exc}; expired {iso(expires)}, not yet marked purged")
-        raise ArchiveMissing(
-            f"{exc}, but its events were to be kept until {iso(expires)}: deleted before it expired"
-        ) from None
-
-
-def _purged_at(store: Any, period: str) -> datetime | None:
-    with store._read() as cur:
-        cur.execute(store._sql("SELECT purged_at FROM loomdb_archives WHERE period = %s"), [period])
-        row = cur.fetchone()
-    return None if row is None or row[0] is None else _ts(row[0])

@@ -175,6 +175,9 @@ class Event(NewEvent):
     recorded_at: datetime
     schema_version: str | None = None
     prev_hash: str
+    # The canonical form `hash` was taken over (loomos.loomdb.hashchain): 1 for events stored
+    # before versions were recorded, 2 (RFC 8785 JSON) since.
+    hash_version: int = 1
     hash: str
 
     def sse_id(self) -> str:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from loomos.loomdb import ConcurrencyError, InvalidEvent, LoomDBError, NewEvent, SchemaError, open_event_store
-from loomos.loomdb.backend_postgres import COPY_THRESHOLD
+from loomos.loomdb.pg_copy import COPY_THRESHOLD
 
 
 def ev(stream: str = "s-1", etype: str = "custom.thing", **data) -> NewEvent:
@@ -234,7 +234,7 @@ def test_schema_versions_are_immutable(store):
 
 def test_database_refuses_update_and_delete(store, backend):
     store.append(ev(n=1))
-    with store._cursor() as (conn, cur):
+    with store.backend.raw_cursor() as (conn, cur):
         for sql in ("UPDATE loomdb_events SET event_type = 'x.y'", "DELETE FROM loomdb_events"):
             with pytest.raises(Exception, match="immutable"):
                 cur.execute(sql)
@@ -337,7 +337,7 @@ def test_numbers_keep_their_value_and_their_hash(store):
     assert got["big"] == 2**60 + 1 and isinstance(got["big"], int)
     assert got["huge"] == 10**30 + 7 and got["list"][1] == 2**53 + 1
     assert store.verify().ok
-    from loomos.loomdb.hashchain import json_text
+    from loomos.loomdb.canonical import json_text
 
     assert json_text({"v": 2**60}) != json_text({"v": 2**60 + 1})
     assert json_text({"v": 1e16}) == json_text({"v": 10**16})
@@ -364,13 +364,13 @@ def test_gc_pause_is_contained(store):
     from loomos.loomdb.gcpause import GC_PAUSE_MIN, gc_paused
 
     seen = []
-    original = store._append_validated
+    original = store.group_commit.append
 
     def spy(*args):
         seen.append(gc.isenabled())
         return original(*args)
 
-    store._append_validated = spy
+    store.group_commit.append = spy
     assert gc.isenabled()
     store.append_many([_varied(i) for i in range(GC_PAUSE_MIN)])
     store.append_many([_varied(i) for i in range(1000, 1005)])
@@ -421,18 +421,18 @@ def test_a_group_with_an_invalid_large_request_commits_the_others(store):
     """One group commit carrying valid and invalid large requests, validated by the group's
     leader (on Postgres while the server looks the ids up): the invalid one gets its
     InvalidEvent with every violation, the others are written, positions stay gap-free."""
-    from loomos.loomdb.store import _AppendRequest
+    from loomos.loomdb.group_commit import AppendRequest
 
     n = COPY_THRESHOLD + 10
     first = store.append(ev("pre", n=0))
-    ok = _AppendRequest([_ckpt(i) for i in range(n)], None, None)
+    ok = AppendRequest([_ckpt(i) for i in range(n)], None, None)
     bad_items = [_ckpt(1000 + i) for i in range(n)]
     bad_items[3] = ev("job-1", "job.queued", job_id="j", attempt=0)
     bad_items[n - 2] = ev("job-1", "job.queued", attempt=1)
-    bad = _AppendRequest(bad_items, None, None)
+    bad = AppendRequest(bad_items, None, None)
     fresh = [_ckpt(2000 + i).model_copy(update={"stream_id": "fresh"}) for i in range(n)]
-    ok2 = _AppendRequest(fresh, None, 0)
-    store._commit_group([bad, ok, ok2])
+    ok2 = AppendRequest(fresh, None, 0)
+    store.group_commit.commit([bad, ok, ok2])
     with pytest.raises(InvalidEvent) as err:
         bad.outcome()
     assert [v.split(" ")[0] for v in err.value.violations] == ["events[3]", f"events[{n - 2}]"]
@@ -446,12 +446,12 @@ def test_a_group_with_an_invalid_large_request_commits_the_others(store):
 
 
 def test_a_group_of_only_invalid_requests_writes_nothing(store):
-    from loomos.loomdb.store import _AppendRequest
+    from loomos.loomdb.group_commit import AppendRequest
 
     bad_items = [_ckpt(i) for i in range(COPY_THRESHOLD)]
     bad_items[0] = ev("job-1", "job.queued", job_id="j", attempt=0)
-    bad = _AppendRequest(bad_items, None, None)
-    store._commit_group([bad])
+    bad = AppendRequest(bad_items, None, None)
+    store.group_commit.commit([bad])
     with pytest.raises(InvalidEvent):
         bad.outcome()
     assert store.head()[0] == 0 and store.verify().ok
@@ -462,7 +462,7 @@ def test_large_appends_keep_idempotency_and_versions(store):
     """Large appends: a retried versioned batch still returns its original positions (no
     conflict), a group mixing a stored and a new request writes only the new one, and the chain
     and positions stay gap-free."""
-    from loomos.loomdb.store import _AppendRequest
+    from loomos.loomdb.group_commit import AppendRequest
 
     n = COPY_THRESHOLD + 5
     batch = [_ckpt(i).model_copy(update={"stream_id": "one"}) for i in range(n)]
@@ -471,10 +471,10 @@ def test_large_appends_keep_idempotency_and_versions(store):
     assert store.append_many(batch, expected_version=0) == positions  # a retry, not a conflict
     with pytest.raises(ConcurrencyError):
         store.append_many([_ckpt(5000 + i).model_copy(update={"stream_id": "one"}) for i in range(n)], 0)
-    old = _AppendRequest(list(batch), store._validate(batch), None)
+    old = AppendRequest(list(batch), store.validate(batch), None)
     fresh = [_ckpt(9000 + i) for i in range(n)]
-    new = _AppendRequest(fresh, store._validate(fresh), None)
-    store._commit_group([old, new])
+    new = AppendRequest(fresh, store.validate(fresh), None)
+    store.group_commit.commit([old, new])
     assert old.outcome() == positions
     assert new.outcome() == list(range(n + 1, 2 * n + 1))
     stored = store.read(0, limit=10_000)
@@ -540,9 +540,11 @@ def test_large_appends_validate_while_the_server_looks_ids_up(pg_schema_url, mon
     st = open_event_store(pg_schema_url)
     try:
         order: list[str] = []
-        fetch, validate = bp._fetch_lookup, st._validate
-        monkeypatch.setattr(bp, "_fetch_lookup", lambda conn: order.append("fetched") or fetch(conn))
-        monkeypatch.setattr(st, "_validate", lambda items: order.append("validated") or validate(items))
+        fetch, validate = bp.fetch_lookup, st.group_commit.validate
+        monkeypatch.setattr(bp, "fetch_lookup", lambda conn: order.append("fetched") or fetch(conn))
+        monkeypatch.setattr(
+            st.group_commit, "validate", lambda items: order.append("validated") or validate(items)
+        )
         batch = [_ckpt(i) for i in range(COPY_THRESHOLD)]
         assert st.append_many(batch) == list(range(1, len(batch) + 1))
         assert order == ["validated", "fetched"]
@@ -550,10 +552,10 @@ def test_large_appends_validate_while_the_server_looks_ids_up(pg_schema_url, mon
         def broken(items):
             raise RuntimeError("validator crashed")
 
-        monkeypatch.setattr(st, "_validate", broken)
+        monkeypatch.setattr(st.group_commit, "validate", broken)
         with pytest.raises(RuntimeError, match="validator crashed"):
             st.append_many([_ckpt(1000 + i) for i in range(COPY_THRESHOLD)])
-        monkeypatch.setattr(st, "_validate", validate)
+        monkeypatch.setattr(st.group_commit, "validate", validate)
         assert st.append_many(batch) == list(range(1, len(batch) + 1))  # a retry: same positions
         more = [_ckpt(2000 + i) for i in range(COPY_THRESHOLD)]
         assert st.append_many(more)[0] == len(batch) + 1
@@ -594,8 +596,8 @@ def test_the_lookup_statement_survives_deallocate_all(pg_schema_url):
     st = open_event_store(pg_schema_url)
     try:
         assert st.append_many([_ckpt(i) for i in range(COPY_THRESHOLD)])[0] == 1
-        assert st._append_conns
-        for conn in st._append_conns:
+        assert st.backend.append_connections
+        for conn in st.backend.append_connections:
             conn.execute("DEALLOCATE ALL")
         got = st.append_many([_ckpt(1000 + i) for i in range(COPY_THRESHOLD)])
         assert got[0] == COPY_THRESHOLD + 1 and st.verify().ok

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from loomos.loomdb import canonical as C
 from loomos.loomdb import hashchain as H
 from loomos.models.events import NewEvent
 
@@ -38,15 +39,13 @@ VALUES = [
 
 @pytest.mark.parametrize("value", VALUES, ids=range(len(VALUES)))
 def test_fast_encoder_matches_reference(value):
-    assert H._canonical_json(value) == H._canonical_json_reference(value)
-    assert H.json_text(value) == H._canonical_json_reference(H._json_normal(value)) or not isinstance(
+    assert C.canonical_json(value) == C.canonical_json_reference(value)
+    assert C.json_text(value) == C.canonical_json_reference(C.json_normal(value)) or not isinstance(
         value, dict
     )
 
 
 def test_append_hash_equals_event_hash():
-    from loomos.loomdb.store import EventStore
-
     e = NewEvent(
         event_type="custom.thing",
         stream_id="s-1",
@@ -61,18 +60,17 @@ def test_append_hash_equals_event_hash():
         event_id=uuid.uuid4(),
     )
     now = datetime.now(UTC)
-    row = EventStore._row(e, "1.0.0", 7, 3, now, H.iso(now), "ab" * 32)
+    row = H.event_row(e, "1.0.0", 7, 3, now, C.iso(now), "ab" * 32)
     assert row["hash"] == H.event_hash(row)
     assert row["hash"] == H.event_hash({k: v for k, v in row.items() if not k.endswith(("_json", "_iso"))})
 
 
 def test_encode_plan_matches_row_hash_and_copy_row():
     """The one-pass COPY encoder (cached JSON fragments, no row dicts) hashes exactly what
-    EventStore._row hashes and writes exactly copy_row's bytes, for varied and repeated values."""
+    hashchain.event_row hashes and writes exactly copy_row's bytes, for varied and repeated values."""
     from datetime import timedelta, timezone
 
-    from loomos.loomdb import backend_postgres as P
-    from loomos.loomdb.store import EventStore
+    from loomos.loomdb import pg_copy as P
 
     plus2 = timezone(timedelta(hours=2))
     events = []
@@ -105,10 +103,10 @@ def test_encode_plan_matches_row_hash_and_copy_row():
     now = datetime.now(UTC)
     plan = [(e, "1.0.0" if i % 2 else None, 100 + i, i + 1) for i, e in enumerate(events)]
     chunks: list[bytes] = []
-    last = P.encode_plan(plan, now, H.iso(now), "ab" * 32, 500, chunks.append)
+    last = P.encode_plan(plan, now, C.iso(now), "ab" * 32, 500, chunks.append)
     prev, rows = "ab" * 32, []
     for e, v, p, sv in plan:
-        row = EventStore._row(e, v, p, sv, now, H.iso(now), prev)
+        row = H.event_row(e, v, p, sv, now, C.iso(now), prev)
         assert row["hash"] == H.event_hash(row)
         rows.append(row)
         prev = row["hash"]

@@ -48,7 +48,7 @@ def test_a_writer_cannot_overtake_an_uncommitted_append(store, store_url):
     other = open_event_store(store_url)
     inside = threading.Event()
     release = threading.Event()
-    original = store.backend.write
+    original = store.backend.write_batch
     calls = []
 
     def slow_write(cur, rows, streams, position, *args):
@@ -58,7 +58,7 @@ def test_a_writer_cannot_overtake_an_uncommitted_append(store, store_url):
             release.wait(10)
         return original(cur, rows, streams, position, *args)
 
-    store.backend.write = slow_write
+    store.backend.write_batch = slow_write
     first = threading.Thread(target=store.append, args=(ev(1, "a"),))
     first.start()
     assert inside.wait(10)
@@ -114,7 +114,7 @@ def test_groups_in_flight_keep_ids_and_versions_serial(store, backend, in_flight
     from loomos.loomdb.errors import ConcurrencyError
 
     if backend == "postgres":
-        store._max_groups_in_flight = in_flight
+        store.group_commit.max_in_flight = in_flight
     elif in_flight > 1:
         pytest.skip("SQLite has one writer at a time")
 
@@ -275,15 +275,15 @@ def test_a_failed_group_commit_releases_the_head(store, store_url):
     from loomos.loomdb import open_event_store
 
     store.append(ev(1))
-    original = store.backend.write
+    original = store.backend.write_batch
 
     def failing(*args):
         raise RuntimeError("disk on fire")
 
-    store.backend.write = failing
+    store.backend.write_batch = failing
     with pytest.raises(RuntimeError, match="disk on fire"):
         store.append(ev(2))
-    store.backend.write = original
+    store.backend.write_batch = original
     other = open_event_store(store_url)
     try:
         assert other.append(ev(3)) == 2

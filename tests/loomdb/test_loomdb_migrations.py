@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from loomos.loomdb import NewEvent, open_event_store
-from loomos.loomdb.store import MIGRATIONS
+from loomos.loomdb.migrate import MIGRATIONS
 
 TABLES = {
     "loomdb_events",

@@ -118,7 +118,7 @@ def test_retried_purge_is_never_recorded_twice(clocked_store, clock, tmp_path, r
 
     # The object is deleted, then the run dies before marking the manifest.
     with monkeypatch.context() as m:
-        m.setattr(retention, "_mark_purged", crash)
+        m.setattr(retention, "mark_purged", crash)
         with pytest.raises(RuntimeError):
             apply_retention(s, policy)
     jan = by_period(s)["2026-01"]
@@ -291,7 +291,7 @@ def test_s3_purge_deletes_every_version_on_a_versioned_bucket(clocked_store, clo
 def test_s3_delete_failure_leaves_the_manifest_unpurged(clocked_store, clock, s3, monkeypatch):
     from botocore.exceptions import ClientError
 
-    from loomos.loomdb import retention
+    from loomos.loomdb import archives
 
     s = clocked_store
     fill_months(s, clock)
@@ -308,7 +308,7 @@ def test_s3_delete_failure_leaves_the_manifest_unpurged(clocked_store, clock, s3
             raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "DeleteObject")
 
     with monkeypatch.context() as m:
-        m.setattr(retention, "_s3", lambda: Refusing(s3))
+        m.setattr(archives, "s3_client", lambda: Refusing(s3))
         with pytest.raises(RetentionError, match="cannot delete archive s3://.*AccessDenied"):
             purge_expired(s)
     assert by_period(s)["2026-01"]["purged_at"] is None and purges(s) == []
@@ -384,7 +384,7 @@ def test_migration_adds_and_removes_purged_at(store_url):
     from sqlalchemy import inspect as sa_inspect
 
     from loomos.loomdb import open_event_store
-    from loomos.loomdb.store import MIGRATIONS
+    from loomos.loomdb.migrate import MIGRATIONS
 
     s = open_event_store(store_url)
 

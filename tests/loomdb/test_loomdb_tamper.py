@@ -24,9 +24,9 @@ def chain(store):
 
 
 def stored_row(store, position: int) -> dict:
-    with store._read() as cur:
+    with store.backend.read() as cur:
         cur.execute(
-            store._sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM loomdb_events WHERE position = %s"),
+            store.backend.sql(f"SELECT {', '.join(EVENT_COLUMNS)} FROM loomdb_events WHERE position = %s"),
             [position],
         )
         return store.backend.py_row(cur.fetchone())
