@@ -95,16 +95,17 @@ class TemporalConnection:
 
     async def _check_namespace(self, client: Client) -> None:
         # Without this, a mistyped namespace makes every job look unknown (404) instead of
-        # pointing at the configuration.
-        t = self.settings.temporal
+        # pointing at the configuration. The client's own namespace and address: a Temporal
+        # client profile (envconfig) may have supplied them rather than LoomOS's settings.
+        namespace, address = client.namespace, client.service_client.config.target_host
         try:
             await client.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=t.namespace), timeout=timedelta(seconds=CONNECT_TIMEOUT_S)
+                DescribeNamespaceRequest(namespace=namespace), timeout=timedelta(seconds=CONNECT_TIMEOUT_S)
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise TemporalUnavailable(
-                    f"namespace {t.namespace!r} does not exist on Temporal at {t.address}: create it "
+                    f"namespace {namespace!r} does not exist on Temporal at {address}: create it "
                     "(`temporal operator namespace create`) or fix temporal.namespace / $TEMPORAL_NAMESPACE"
                 ) from err
             raise self.unreachable(err.message) from err

@@ -21,7 +21,7 @@ from rich.table import Table
 from loomos.cli.errors import console, reported_errors
 from loomos.settings import ENV_VARS, Settings, leaf_keys, load_settings
 
-config_app = typer.Typer(no_args_is_help=True)
+config_app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 MASK = "****"
 # scheme://user:password@host -> scheme://user:****@host
@@ -60,9 +60,20 @@ def _nested(settings: Settings) -> dict[str, Any]:
     return data
 
 
-def _connection(settings: Settings) -> dict[str, Any]:
-    """The Temporal connection connect_temporal would make: each argument and its origin."""
-    from loomos.temporal.client import temporal_connection
+NO_TEMPORALIO = (
+    "the Temporal connection is resolved by temporalio, which comes with loomos[server] or loomos[node]"
+)
+
+
+def _connection(settings: Settings) -> dict[str, Any] | None:
+    """The Temporal connection connect_temporal would make: each argument and its origin; None
+    on a core install (no temporalio), where nothing here connects to Temporal."""
+    try:
+        from loomos.temporal.client import temporal_connection
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != "temporalio":
+            raise
+        return None
 
     conn = temporal_connection(settings)
     c = conn.config
@@ -117,8 +128,8 @@ def show(
             out: dict[str, Any] = {"file": file, "settings": _nested(settings)}
             if sources:
                 out["sources"] = {key: source_of(settings, key) for key in leaf_keys()}
-            out["temporal_connection"] = connection["values"]
-            if sources:
+            out["temporal_connection"] = connection["values"] if connection else None
+            if sources and connection:
                 out["temporal_connection_sources"] = connection["origins"]
             print(json.dumps(out, indent=2))
             return
@@ -135,6 +146,9 @@ def show(
                 row.append(f"[dim]{origin}[/]" if origin == "default" else escape(origin))
             table.add_row(*row)
         console.print(table)
+        if connection is None:
+            console.print(f"[dim]{NO_TEMPORALIO}[/]")
+            return
         conn = Table(title="Temporal connection (connect_temporal)", title_justify="left")
         conn.add_column("argument", no_wrap=True)
         conn.add_column("value", overflow="fold")

@@ -5,9 +5,9 @@ and LoomCtl, each its own process, started in order and stopped in reverse.
 job. Beyond one machine none of this is used: operators run `loomos worker control`,
 `loomos worker node` and `loomos api` against their Temporal cluster (see the README).
 
-Every child gets its settings as the environment overrides of loomos/config.py, so a child
-reads the same temporal-dev.yaml and differs only where the stack says so (ports, state
-folders). Children are tied to this process (loomos/processes.py): a Ctrl-C or SIGTERM
+Every child gets its settings as the environment variables of loomos/settings.py (ENV_VARS),
+so a child reads the same temporal-dev.yaml and differs only where the stack says so (ports,
+state folders). Children are tied to this process (loomos/processes.py): a Ctrl-C or SIGTERM
 stops them in order, and a SIGKILL of this process still ends them.
 """
 
@@ -80,6 +80,12 @@ class StackLayout:
     persistent: bool = True  # keep Temporal's history in temporal.db_file across restarts
     echo: Callable[[str, str], None] | None = None  # (service, line) for `loomos dev`'s console
 
+    def __post_init__(self) -> None:
+        # The stack's own dev server is plaintext and keyless: this process (waiting for it,
+        # registering search attributes) must not use a Temporal Cloud profile or API key
+        # configured on this machine, any more than its children do.
+        self.settings = self.settings.for_local_dev_server()
+
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "stack-logs"
@@ -93,7 +99,7 @@ class StackLayout:
         for keep in ("LOOMOS_CONFIG", "LOOMOS_DEBUG", "LOOMOS_TEMPORAL_CLI"):
             if keep in os.environ:
                 env[keep] = os.environ[keep]
-        settings = self.settings.for_local_dev_server()
+        settings = self.settings.model_copy(deep=True)
         settings.node.node_id = self.node_id
         env.update(settings.as_env())
         env["PYTHONUNBUFFERED"] = "1"
