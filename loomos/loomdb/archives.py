@@ -140,7 +140,9 @@ def read_archive(uri: str, sha256: str | None = None) -> Iterator[dict[str, Any]
         text = gzip.decompress(payload).decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise RetentionError(f"archive {uri} is not gzip JSON Lines: {exc}") from None
-    for line in text.splitlines():
+    # Lines end at "\n" only: str.splitlines also breaks at U+2028, U+0085 and others, which
+    # event text may hold unescaped (the lines are written with ensure_ascii=False).
+    for line in text.split("\n"):
         if not line:
             continue
         row = json.loads(line)
