@@ -11,6 +11,14 @@ Figures:
 - batch_ratio: the median over --rounds rounds of (batch append of a share of the events, then a
   raw copy of the same rows) of each round's quotient; batch_append_eps and raw_copy_eps are
   the medians of each side, batch_ratio_rounds the single rounds;
+- Postgres only, copy_encoder_ratio: in the same rounds, a third step appends another share of
+  events with psycopg's own COPY encoding (copy.set_types + copy.write_row, rows hashed exactly
+  as LoomDB hashes them) in place of LoomDB's hand-written binary COPY rows (pg_copy.py);
+  batch_append_eps_psycopg_copy is its median, copy_encoder_ratio the median of each round's
+  (LoomDB's encoder / psycopg's), copy_encoder_ratio_rounds the single rounds; and
+  client_cpu_us_per_event / client_cpu_us_per_event_psycopg_copy the medians of the appending
+  thread's CPU time per event on each path (the client's cost alone, which is what the encoders
+  change, and which the server's timing and other tenants barely move);
 - single_append_eps: one event per append() call, each call returning after its commit, from
   --writers concurrent threads (default 64, named in single_append_writers);
   single_append_eps_16_writers and single_append_eps_1_writer: the same from 16 threads and
@@ -28,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import hashlib
 import json
 import os
 import random
@@ -44,7 +54,23 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loomos.loomdb import EventQuery, NewEvent, open_event_store  # noqa: E402
-from loomos.loomdb.hashchain import EVENT_COLUMNS  # noqa: E402
+from loomos.loomdb.canonical import (  # noqa: E402
+    EPOCH_2000,
+    MICROSECOND,
+    iso_second,
+    jcs_from_json_text,
+    json_fragment,
+    json_text,
+    string_list_text,
+)
+from loomos.loomdb.hashchain import (  # noqa: E402
+    CONTEXT_COLUMNS,
+    EVENT_COLUMNS,
+    HASH_V2,
+    context_key,
+    context_values,
+)
+from loomos.loomdb.pg_copy import COPY_SQL, COPY_TYPES  # noqa: E402
 
 TYPES = [
     "model.training.checkpoint",
@@ -107,8 +133,8 @@ def sqlite_fill(store, n: int, since: datetime) -> None:
     """--quick on SQLite: the same as sql_fill, with a recursive CTE."""
     if n <= 0:
         return
-    with store._cursor() as (conn, cur):
-        head = store._head_nolock(cur)[0]
+    with store.backend.raw_cursor() as (conn, cur):
+        head = store.backend.read_head(cur).position
         start = since.timestamp()
         span = max(time.time() - start, 1.0)
         types = ", ".join(f"'{t}'" for t in TYPES)  # constants of this file
@@ -127,7 +153,7 @@ def sqlite_fill(store, n: int, since: datetime) -> None:
                                'hardware_config', json_object('gpu_count', 1 + abs(random() % 8),
                                'gpu_type',
                                json_extract('["H100","A100","L4","T4"]', '$[' || (x % 4) || ']'))),
-                   '{{}}', NULL, 'fill', 'fill'
+                   '{{}}', NULL, 'fill', 2, 'fill'
             FROM g
             """,
             [n, head, start, span / n],
@@ -143,8 +169,8 @@ def sql_fill(store, n: int, since: datetime) -> None:
     and the schema is dropped afterwards."""
     if n <= 0:
         return
-    with store._cursor() as (conn, cur):
-        head, _, last_ts = store._head_nolock(cur)
+    with store.backend.raw_cursor() as (conn, cur):
+        head, _, last_ts = store.backend.read_head(cur)
         start = max(since, last_ts)
         span = max((datetime.now(UTC) - start).total_seconds(), 1.0)
         cur.execute(
@@ -160,7 +186,7 @@ def sql_fill(store, n: int, since: datetime) -> None:
                        'hardware_config', jsonb_build_object(
                            'gpu_count', 1 + floor(random() * 8)::int,
                            'gpu_type', (ARRAY['H100','A100','L4','T4'])[1 + g %% 4])),
-                   '{{}}'::jsonb, NULL, 'fill', 'fill'
+                   '{{}}'::jsonb, NULL, 'fill', 2, 'fill'
             FROM generate_series(1, %(n)s) AS g
             """,
             {"head": head, "types": TYPES, "start": start, "step": span * 1e6 / n, "n": n},
@@ -171,16 +197,19 @@ def sql_fill(store, n: int, since: datetime) -> None:
         conn.commit()
 
 
-def batch_append(store, events: list[NewEvent], batch_size: int) -> float:
-    t0 = time.perf_counter()
+def timed_batch_append(store, events: list[NewEvent], batch_size: int) -> tuple[float, float]:
+    """Events per second, and this thread's CPU time per event in microseconds: what the client
+    spends (validating, hashing, encoding, driving the connection), unaffected by how long the
+    server takes or by another process's load."""
+    t0, c0 = time.perf_counter(), time.thread_time()
     for i in range(0, len(events), batch_size):
         store.append_many(events[i : i + batch_size])
-    return len(events) / (time.perf_counter() - t0)
+    return len(events) / (time.perf_counter() - t0), (time.thread_time() - c0) / len(events) * 1e6
 
 
 def _raw_table(store) -> None:
     """bench_raw: the event table's shape, indexes and (on Postgres) partitioning, empty."""
-    with store._cursor() as (conn, cur):
+    with store.backend.raw_cursor() as (conn, cur):
         if store.dialect == "postgresql":
             cur.execute(
                 "CREATE TABLE bench_raw (LIKE loomdb_events INCLUDING DEFAULTS INCLUDING INDEXES) "
@@ -197,9 +226,9 @@ def _raw_table(store) -> None:
 
 def raw_copy(store, first: int, count: int, batch_size: int) -> float:
     """Copy the rows LoomDB just wrote (hashes included) with no LoomDB logic in the way."""
-    with store._read() as cur:
+    with store.backend.read() as cur:
         cur.execute(
-            store._sql(
+            store.backend.sql(
                 f"SELECT {', '.join(EVENT_COLUMNS)} FROM loomdb_events WHERE position >= %s "
                 "ORDER BY position LIMIT %s"
             ),
@@ -208,20 +237,20 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
         rows = [store.backend.py_row(r) for r in cur.fetchall()]
     prepared = [store.backend.db_row(r) for r in rows]
     if store.dialect == "postgresql":
-        from loomos.loomdb.backend_postgres import _COPY_TYPES
+        from loomos.loomdb.pg_copy import COPY_TYPES
 
-        with store._cursor() as (conn, cur):
+        with store.backend.raw_cursor() as (conn, cur):
             t0 = time.perf_counter()
             for i in range(0, len(prepared), batch_size):
                 with cur.copy(
                     f"COPY bench_raw ({', '.join(EVENT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
                 ) as cp:
-                    cp.set_types(_COPY_TYPES)
+                    cp.set_types(COPY_TYPES)
                     for r in prepared[i : i + batch_size]:
                         cp.write_row(r)
                 conn.commit()
             return len(prepared) / (time.perf_counter() - t0)
-    with store._cursor() as (conn, cur):
+    with store.backend.raw_cursor() as (conn, cur):
         marks = ", ".join("?" * len(EVENT_COLUMNS))
         sql = f"INSERT INTO bench_raw ({', '.join(EVENT_COLUMNS)}) VALUES ({marks})"
         t0 = time.perf_counter()
@@ -232,28 +261,141 @@ def raw_copy(store, first: int, count: int, batch_size: int) -> float:
         return len(prepared) / (time.perf_counter() - t0)
 
 
-def batch_vs_raw(store, events: list[NewEvent], batch_size: int, rounds: int) -> dict[str, object]:
+def _as_is(text: str) -> str:
+    return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _context_json(key: tuple) -> tuple[str, tuple]:
+    from psycopg.types.json import Jsonb
+
+    values = list(key)
+    roles = CONTEXT_COLUMNS.index("roles")
+    values[roles] = Jsonb(string_list_text(key[roles]), dumps=_as_is)
+    return json_fragment(context_values(key)), tuple(values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tags_json(tags: tuple[str, ...], priority: str) -> tuple[str, object]:
+    from psycopg.types.json import Jsonb
+
+    return json_fragment([list(tags), priority]), Jsonb(string_list_text(tags), dumps=_as_is)
+
+
+def psycopg_stream_plan(cur, plan, recorded: datetime, recorded_iso: str, prev: str) -> str:
+    """PostgresBackend.stream_plan with psycopg's own COPY encoding in place of pg_copy's
+    hand-written rows: the same hashed text, made from the same kind of cached fragments, and
+    each row handed to copy.write_row (after copy.set_types) as the Python values psycopg
+    adapts, jsonb as Jsonb wrappers around the canonical text (not serialised again)."""
+    from psycopg.types.json import Jsonb
+
+    seconds: dict[int, str] = {}
+    empty = Jsonb("{}", dumps=_as_is)
+    with cur.copy(COPY_SQL) as copy:
+        copy.set_types(COPY_TYPES)
+        write_row = copy.write_row
+        for e, v, p, sv in plan:
+            c_json, c_values = _context_json(context_key(e))
+            g_json, tags = _tags_json(tuple(e.tags), str(e.priority))
+            occ = e.occurred_at.astimezone(UTC)
+            second, micro = divmod((occ - EPOCH_2000) // MICROSECOND, 1_000_000)
+            occ_prefix = seconds.get(second)
+            if occ_prefix is None:
+                occ_prefix = seconds[second] = iso_second(second)
+            corr, caus, ret = e.correlation_id, e.causation_id, e.retention_days
+            data_json, meta_json = json_text(e.data), json_text(e.metadata)
+            doc = (
+                f'[2,{p},"{e.event_id}",{json_fragment([e.event_type, v])},{json_fragment([e.stream_id])},'
+                f'{sv},"{occ_prefix}{micro:06d}+00:00","{recorded_iso}",{json_fragment([corr, caus])},'
+                f"{c_json},{g_json},{jcs_from_json_text(data_json, e.data)},"
+                f'{jcs_from_json_text(meta_json, e.metadata)},{json_fragment([ret])},"{prev}"]'
+            )
+            h = hashlib.sha256(doc.encode()).hexdigest()
+            write_row(
+                (
+                    p,
+                    e.event_id,
+                    e.event_type,
+                    v,
+                    e.stream_id,
+                    sv,
+                    occ,
+                    recorded,
+                    corr,
+                    caus,
+                    *c_values,
+                    tags,
+                    str(e.priority),
+                    Jsonb(data_json, dumps=_as_is),
+                    empty if meta_json == "{}" else Jsonb(meta_json, dumps=_as_is),
+                    ret,
+                    prev,
+                    HASH_V2,
+                    h,
+                )
+            )
+            prev = h
+    return prev
+
+
+def batch_vs_raw(
+    store, events: list[NewEvent], batch_size: int, rounds: int, psycopg_events: list[NewEvent] | None
+) -> dict[str, object]:
     """Rounds of (LoomDB batch append, then a raw copy of the same rows), each round's ratio
     taken from two adjacent measurements, so machine drift (another tenant, a Postgres
-    checkpoint) hits both sides of a ratio alike; the medians are reported."""
+    checkpoint) hits both sides of a ratio alike; the medians are reported. With
+    `psycopg_events` (Postgres), each round also appends as many of those with
+    psycopg_stream_plan, before the LoomDB append in odd rounds and after the raw copy in even
+    ones, so neither encoder always meets the larger table."""
     _raw_table(store)
     per_round = max(batch_size, len(events) // rounds)
-    batch_eps, raw_eps, ratios = [], [], []
-    for start in range(0, len(events), per_round):
+    batch_eps, raw_eps, ratios, psy_eps, psy_ratios = [], [], [], [], []
+    cpu, psy_cpu = [], []
+
+    def with_psycopg(chunk: list[NewEvent]) -> float:
+        store.backend.stream_plan = psycopg_stream_plan
+        try:
+            eps, us = timed_batch_append(store, chunk, batch_size)
+        finally:
+            del store.backend.stream_plan
+        psy_cpu.append(us)
+        return eps
+
+    for n, start in enumerate(range(0, len(events), per_round)):
         chunk = events[start : start + per_round]
+        other = psycopg_events[start : start + per_round] if psycopg_events is not None else None
+        p = with_psycopg(other) if other and n % 2 else None
         first = store.head()[0] + 1
-        b = batch_append(store, chunk, batch_size)
+        b, us = timed_batch_append(store, chunk, batch_size)
+        cpu.append(us)
         r = raw_copy(store, first, len(chunk), batch_size)
+        if other and p is None:
+            p = with_psycopg(other)
         batch_eps.append(b)
         raw_eps.append(r)
         ratios.append(b / r)
-        log(f"round {len(ratios)}: batch {b:.0f}/s, raw {r:.0f}/s, ratio {b / r:.3f}")
-    return {
+        line = f"round {len(ratios)}: batch {b:.0f}/s, raw {r:.0f}/s, ratio {b / r:.3f}"
+        if p is not None:
+            psy_eps.append(p)
+            psy_ratios.append(b / p)
+            line += (
+                f"; psycopg-encoded COPY {p:.0f}/s, LoomDB's encoder {b / p:.2f}x; client CPU per event "
+                f"{cpu[-1]:.1f} us vs {psy_cpu[-1]:.1f} us"
+            )
+        log(line)
+    out: dict[str, object] = {
         "batch_append_eps": round(statistics.median(batch_eps)),
         "raw_copy_eps": round(statistics.median(raw_eps)),
         "batch_ratio": round(statistics.median(ratios), 3),
         "batch_ratio_rounds": [round(x, 3) for x in ratios],
+        "client_cpu_us_per_event": round(statistics.median(cpu), 1),
     }
+    if psy_eps:
+        out["batch_append_eps_psycopg_copy"] = round(statistics.median(psy_eps))
+        out["copy_encoder_ratio"] = round(statistics.median(psy_ratios), 3)
+        out["copy_encoder_ratio_rounds"] = [round(x, 3) for x in psy_ratios]
+        out["client_cpu_us_per_event_psycopg_copy"] = round(statistics.median(psy_cpu), 1)
+    return out
 
 
 def single_appends(store, n: int, writers: int) -> float:
@@ -276,8 +418,10 @@ def single_appends(store, n: int, writers: int) -> float:
 
 
 def _recorded_at(store, position: int) -> datetime:
-    with store._read() as cur:
-        cur.execute(store._sql("SELECT recorded_at FROM loomdb_events WHERE position = %s"), [position])
+    with store.backend.read() as cur:
+        cur.execute(
+            store.backend.sql("SELECT recorded_at FROM loomdb_events WHERE position = %s"), [position]
+        )
         ts = cur.fetchone()[0]
     return datetime.fromisoformat(ts) if isinstance(ts, str) else ts
 
@@ -378,7 +522,8 @@ def main() -> None:
         result: dict[str, object] = {"backend": args.backend, "quick": args.quick}
         log(f"batch append vs raw copy: {batch_n} events, {args.rounds} rounds, batches of {args.batch_size}")
         events = make_events(batch_n, seed=1)
-        result.update(batch_vs_raw(store, events, args.batch_size, args.rounds))
+        psycopg_events = make_events(batch_n, seed=2) if args.backend == "postgres" else None
+        result.update(batch_vs_raw(store, events, args.batch_size, args.rounds, psycopg_events))
         log(f"single appends: {single_n} from {args.writers} writers and from 16, {single_n // 4} from one")
         result["single_append_eps"] = round(single_appends(store, single_n, args.writers))
         result["single_append_writers"] = args.writers
@@ -400,7 +545,7 @@ def main() -> None:
                 need -= k
         result["query_fill"] = fill
         if args.backend == "postgres":
-            with store._cursor() as (conn, cur):
+            with store.backend.raw_cursor() as (conn, cur):
                 cur.execute("ANALYZE loomdb_events")
                 conn.commit()
         result["query_events"] = store.head()[0]

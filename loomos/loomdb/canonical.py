@@ -161,7 +161,11 @@ def jcs_from_json_text(text: str, value: Any) -> str:
     escapes them and its keys are in JCS's order unless a key holds a character beyond U+FFFF;
     what remains is a float Python writes with an exponent (below 1e-4; larger exponents only
     come from integral floats, which json_text writes as ints). Both show in the text; when
-    either does (or a string merely looks like it), the value is encoded again by jcs_text."""
+    either does (or a string merely looks like it), the value is encoded again by jcs_text.
+
+    The append encoders test `"e-" not in text and text.isascii()` inline first (isascii reads
+    a flag of the string, the substring test is a C search): for nearly every event that is
+    the whole cost, and this function is not called."""
     if ("e-" in text and _EXPONENT.search(text)) or (not text.isascii() and _BEYOND_BMP.search(text)):
         return jcs_text(value)
     return text
