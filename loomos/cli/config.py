@@ -147,7 +147,7 @@ def show(
             table.add_row(*row)
         console.print(table)
         if connection is None:
-            console.print(f"[dim]{NO_TEMPORALIO}[/]")
+            console.print(f"[dim]{escape(NO_TEMPORALIO)}[/]")
             return
         conn = Table(title="Temporal connection (connect_temporal)", title_justify="left")
         conn.add_column("argument", no_wrap=True)

@@ -139,7 +139,7 @@ CORE_COMMANDS = [
     (["submit", "examples/ddp-demo.yaml", "--endpoint", "http://127.0.0.1:1"], 1, "cannot reach LoomCtl"),
     (["submit", "nope.yaml"], 2, "cannot read file"),
     (["market", "offers", "--gpu", "H100", "--count", "8"], 0, "8x H100"),
-    (["config", "show"], 0, "temporal"),
+    (["config", "show"], 0, "comes with loomos[server] or loomos[node]"),
     (["events", "query"], 1, "loomos[server]"),
 ]
 
