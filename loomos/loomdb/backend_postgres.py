@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -18,13 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-import psycopg.generators
-from psycopg.adapt import Dumper
-from psycopg.pq import ExecStatus, Format, TransactionStatus
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
+from loomos.loomdb import pg_lookup
 from loomos.loomdb.backend import AppendState, Cursor, Head, PlannedEvent, PlanOutcome
 from loomos.loomdb.canonical import iso, string_list_text
 from loomos.loomdb.hashchain import EVENT_COLUMNS
@@ -38,12 +36,6 @@ _SAVE_STREAMS = (
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, "
     "last_position = excluded.last_position"
 )
-# Around a large id lookup. The planner's own choice (a bitmap scan of the event_id hash index
-# once the table is analyzed) is kept, but seq scans are off: on a table not analyzed yet it
-# would scan every row, and a scan grows with the table. Its misestimates also priced lookups
-# into JIT compilation (140 ms).
-LOOKUP_SETTINGS = ("jit = off", "enable_seqscan = off")
-_LOOKUP_IDS = "SELECT event_id, position FROM loomdb_events WHERE event_id = ANY(%s)"
 _READ_HEAD = "SELECT position, hash, recorded_at FROM loomdb_head WHERE id = 1"
 _LOCK_HEAD = _READ_HEAD + " FOR UPDATE"
 _STREAM_VERSIONS = (
@@ -85,76 +77,6 @@ def _result_sets(cc: Any) -> list[list[tuple[Any, ...]]]:
             sets.append(cc.fetchall())
         if not cc.nextset():
             return sets
-
-
-class UuidArray(bytes):
-    """A uuid[] parameter already in Postgres's binary array form (see uuid_array)."""
-
-
-_UUID_ARRAY_OID = 2951
-_UUID_LEN = struct.pack("!i", 16)
-
-
-class _UuidArrayDumper(Dumper):
-    format = Format.BINARY
-    oid = _UUID_ARRAY_OID
-
-    def dump(self, obj: UuidArray) -> bytes:
-        return obj
-
-
-_ARRAY_HEADER = struct.Struct("!iiiii").pack  # dimensions, has-nulls flag, element type, size, lower bound
-
-
-def uuid_array(ids: list[uuid.UUID]) -> UuidArray:
-    """`ids` as a binary uuid[] parameter: a header, then each id's length and 16 bytes. psycopg
-    would adapt a list element by element; this is one join."""
-    items = b"".join([_UUID_LEN + u.int.to_bytes(16) for u in ids])
-    return UuidArray(_ARRAY_HEADER(1, 0, 2950, len(ids), 1) + items)
-
-
-psycopg.adapters.register_dumper(UuidArray, _UuidArrayDumper)
-
-
-# The id lookup of a large append, sent with libpq's calls directly: psycopg's cursor would wait
-# for the result, and the point is not to (read_state's `validate`). A prepared statement of
-# the session, so it is planned once and not per append (1-3 ms for 5,000 ids); whether it
-# exists is asked in read_state's first round trip rather than remembered here, since psycopg
-# runs DEALLOCATE ALL on a connection after some rollbacks. Its result comes back in binary:
-# 16-byte uuids and int8s.
-_LOOKUP_NAME = b"loomdb_lookup_ids"
-_LOOKUP_PG = _LOOKUP_IDS.replace("%s", "$1").encode()
-_LOOKUP_PREPARED = (
-    f"SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE name = '{_LOOKUP_NAME.decode()}')"
-)
-
-
-def send_lookup(conn: Any, ids: list[uuid.UUID], prepared: bool) -> None:
-    """Send the id lookup without waiting for its result (fetch_lookup reads it)."""
-    pg = conn.pgconn
-    if not prepared:
-        pg.send_prepare(_LOOKUP_NAME, _LOOKUP_PG, param_types=[_UUID_ARRAY_OID])
-        _check(conn, conn.wait(psycopg.generators.fetch_many(pg)), ExecStatus.COMMAND_OK)
-    pg.send_query_prepared(_LOOKUP_NAME, [bytes(uuid_array(ids))], param_formats=[1], result_format=1)
-    conn.wait(psycopg.generators.send(pg))
-
-
-def fetch_lookup(conn: Any) -> dict[uuid.UUID, int]:
-    results = conn.wait(psycopg.generators.fetch_many(conn.pgconn))
-    _check(conn, results, ExecStatus.TUPLES_OK)
-    found: dict[uuid.UUID, int] = {}
-    for res in results:
-        for i in range(res.ntuples):
-            found[uuid.UUID(bytes=bytes(res.get_value(i, 0)))] = int.from_bytes(
-                res.get_value(i, 1), "big", signed=True
-            )
-    return found
-
-
-def _check(conn: Any, results: list[Any], ok: Any) -> None:
-    for res in results:
-        if res.status != ok:
-            raise psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
 class PgWaker:
@@ -395,21 +317,21 @@ class PostgresBackend:
         alone; as a binary uuid[] parameter (16 bytes an id, built here in one join) it is a
         fraction of that. A bound parameter needs the extended protocol, one statement at a
         time, so the head lock and stream versions go first in one simple query, then the id
-        lookup (LOOKUP_SETTINGS around it). The lookup is sent without waiting for it: the
+        lookup (pg_lookup.LOOKUP_SETTINGS around it). The lookup is sent without waiting for it: the
         server probes the ids (about 3 ms for 5,000) while `validate` runs here (the leader
         validates the batch), in this thread, so no second thread contends for the GIL."""
-        settings = "".join(f"SET LOCAL {s}; " for s in LOOKUP_SETTINGS)
-        cc.execute(lock + settings + _LOOKUP_PREPARED + "; " + _STREAM_VERSIONS, (stream_ids,))
+        settings = "".join(f"SET LOCAL {s}; " for s in pg_lookup.LOOKUP_SETTINGS)
+        cc.execute(lock + settings + pg_lookup.IS_PREPARED + "; " + _STREAM_VERSIONS, (stream_ids,))
         head, prepared, stream_rows = _result_sets(cc)
         (pos, h, ts) = head[0]
         versions = {sid: int(n) for _, sid, n in stream_rows}
         conn = cc.connection
-        send_lookup(conn, ids, prepared[0][0])
+        pg_lookup.send_lookup(conn, ids, prepared[0][0])
         try:
             validate()
         finally:
-            existing = fetch_lookup(conn)  # the connection must be free again, whatever happened
-        cc.execute("; ".join(f"SET LOCAL {s.split(' = ')[0]} TO DEFAULT" for s in LOOKUP_SETTINGS))
+            existing = pg_lookup.fetch_lookup(conn)  # the connection must be free again, whatever happened
+        cc.execute("; ".join(f"SET LOCAL {s.split(' = ')[0]} TO DEFAULT" for s in pg_lookup.LOOKUP_SETTINGS))
         return AppendState(Head(int(pos), h, ts), existing, versions)
 
     def write_appends(

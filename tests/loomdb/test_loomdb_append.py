@@ -535,7 +535,7 @@ def test_racing_writers_store_each_id_once(pg_schema_url):
 def test_large_appends_validate_while_the_server_looks_ids_up(pg_schema_url, monkeypatch):
     """The id lookup of a large append is sent, the batch validated, and only then is the
     lookup's result read. An error while validating still leaves the connection usable."""
-    import loomos.loomdb.backend_postgres as bp
+    import loomos.loomdb.pg_lookup as bp
 
     st = open_event_store(pg_schema_url)
     try:
