@@ -16,11 +16,16 @@ How it stays right:
 - Optimistic concurrency: `expected_version` per stream (0 = must not exist yet).
 - Tamper evidence: each event stores SHA-256 over its canonical form, which includes its
   position and its predecessor's hash; `verify()` names the first altered, inserted or deleted
-  event and checks the end of the chain against the head row.
+  event and checks the end of the chain against the head row. The form is versioned per event
+  (`hash_version`): new events hash RFC 8785 (JCS) JSON, so any JCS implementation can check
+  them (hashchain.py documents the hashed array); older events keep their version 1 form.
 - Immutability: no update/delete API; triggers refuse UPDATE/DELETE/TRUNCATE (deletes only
   inside a retention window). Retention (retention.py) archives whole months to JSON Lines
   (gzip, file:// or s3://) and drops them; manifests keep the chain verifiable across them.
 - Schema: Alembic migrations in migrations/, run when a store is opened.
+- Layout: store.py (EventStore) talks to a database only through the Backend protocol
+  (backend.py; backend_sqlite.py, backend_postgres.py); group_commit.py queues and plans
+  appends, verify.py walks the chain, retention.py and archives.py move old months out.
 """
 
 from loomos.loomdb.errors import (

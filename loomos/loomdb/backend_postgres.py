@@ -149,6 +149,7 @@ class PostgresBackend:
         raw = self.engine.raw_connection()
         try:
             conn = raw.driver_connection
+            assert conn is not None
             cur = conn.cursor()
             try:
                 yield conn, cur

@@ -111,6 +111,7 @@ class SqliteBackend:
         raw = self.engine.raw_connection()
         try:
             conn = raw.driver_connection
+            assert conn is not None
             cur = conn.cursor()
             try:
                 yield conn, cur

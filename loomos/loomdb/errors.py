@@ -41,6 +41,6 @@ class RetentionError(LoomDBError):
 
 
 class StoredEventId(Exception):
-    """Internal: an append planned without looking its ids up (EventStore._append_group, on a
+    """Internal: an append planned without looking its ids up (group_commit.GroupCommit, on a
     backend whose event_id is UNIQUE) met an id that is stored already. Never reaches a caller:
     the append is rolled back and redone with the lookup."""

@@ -168,7 +168,7 @@ def apply_retention(
     # again, in part, on the next run.
     writing = month_start(store.clock())
     cutoff = min(now - timedelta(days=policy.archive_after_days), writing)
-    actions = []
+    actions: list[dict[str, Any]] = []
     planned_purges: list[dict[str, Any]] = []  # dry run: periods archived now that expired already
     for start in _periods(store, cutoff):
         if dry_run:
