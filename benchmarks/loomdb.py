@@ -11,14 +11,14 @@ Figures:
 - batch_ratio: the median over --rounds rounds of (batch append of a share of the events, then a
   raw copy of the same rows) of each round's quotient; batch_append_eps and raw_copy_eps are
   the medians of each side, batch_ratio_rounds the single rounds;
-- Postgres only, copy_encoder_ratio: in the same rounds, a third step appends another share of
-  events with psycopg's own COPY encoding (copy.set_types + copy.write_row, rows hashed exactly
-  as LoomDB hashes them) in place of LoomDB's hand-written binary COPY rows (pg_copy.py);
-  batch_append_eps_psycopg_copy is its median, copy_encoder_ratio the median of each round's
-  (LoomDB's encoder / psycopg's), copy_encoder_ratio_rounds the single rounds; and
-  client_cpu_us_per_event / client_cpu_us_per_event_psycopg_copy the medians of the appending
-  thread's CPU time per event on each path (the client's cost alone, which is what the encoders
-  change, and which the server's timing and other tenants barely move);
+- client_cpu_us_per_event: the median over those rounds of the appending thread's CPU time per
+  event (the client's cost alone: validating, hashing, encoding, driving the connection);
+- Postgres only, run last so its writes do not touch the other figures: copy_encoder_eps and
+  copy_encoder_eps_psycopg, batch appends (as above) with LoomDB's hand-written binary COPY rows
+  (pg_copy.py) and with psycopg's own encoding (copy.set_types + copy.write_row, rows hashed
+  exactly as LoomDB hashes them: psycopg_stream_plan), --rounds rounds alternating which goes
+  first; copy_encoder_ratio the median of each round's quotient (copy_encoder_ratio_rounds);
+  copy_encoder_cpu_us and copy_encoder_cpu_us_psycopg the client's CPU time per event on each;
 - single_append_eps: one event per append() call, each call returning after its commit, from
   --writers concurrent threads (default 64, named in single_append_writers);
   single_append_eps_16_writers and single_append_eps_1_writer: the same from 16 threads and
@@ -338,64 +338,72 @@ def psycopg_stream_plan(cur, plan, recorded: datetime, recorded_iso: str, prev: 
     return prev
 
 
-def batch_vs_raw(
-    store, events: list[NewEvent], batch_size: int, rounds: int, psycopg_events: list[NewEvent] | None
-) -> dict[str, object]:
+def batch_vs_raw(store, events: list[NewEvent], batch_size: int, rounds: int) -> dict[str, object]:
     """Rounds of (LoomDB batch append, then a raw copy of the same rows), each round's ratio
     taken from two adjacent measurements, so machine drift (another tenant, a Postgres
-    checkpoint) hits both sides of a ratio alike; the medians are reported. With
-    `psycopg_events` (Postgres), each round also appends as many of those with
-    psycopg_stream_plan, before the LoomDB append in odd rounds and after the raw copy in even
-    ones, so neither encoder always meets the larger table."""
+    checkpoint) hits both sides of a ratio alike; the medians are reported."""
     _raw_table(store)
     per_round = max(batch_size, len(events) // rounds)
-    batch_eps, raw_eps, ratios, psy_eps, psy_ratios = [], [], [], [], []
-    cpu, psy_cpu = [], []
-
-    def with_psycopg(chunk: list[NewEvent]) -> float:
-        store.backend.stream_plan = psycopg_stream_plan
-        try:
-            eps, us = timed_batch_append(store, chunk, batch_size)
-        finally:
-            del store.backend.stream_plan
-        psy_cpu.append(us)
-        return eps
-
-    for n, start in enumerate(range(0, len(events), per_round)):
+    batch_eps, raw_eps, ratios, cpu = [], [], [], []
+    for start in range(0, len(events), per_round):
         chunk = events[start : start + per_round]
-        other = psycopg_events[start : start + per_round] if psycopg_events is not None else None
-        p = with_psycopg(other) if other and n % 2 else None
         first = store.head()[0] + 1
         b, us = timed_batch_append(store, chunk, batch_size)
-        cpu.append(us)
         r = raw_copy(store, first, len(chunk), batch_size)
-        if other and p is None:
-            p = with_psycopg(other)
         batch_eps.append(b)
         raw_eps.append(r)
         ratios.append(b / r)
-        line = f"round {len(ratios)}: batch {b:.0f}/s, raw {r:.0f}/s, ratio {b / r:.3f}"
-        if p is not None:
-            psy_eps.append(p)
-            psy_ratios.append(b / p)
-            line += (
-                f"; psycopg-encoded COPY {p:.0f}/s, LoomDB's encoder {b / p:.2f}x; client CPU per event "
-                f"{cpu[-1]:.1f} us vs {psy_cpu[-1]:.1f} us"
-            )
-        log(line)
-    out: dict[str, object] = {
+        cpu.append(us)
+        log(f"round {len(ratios)}: batch {b:.0f}/s, raw {r:.0f}/s, ratio {b / r:.3f}")
+    return {
         "batch_append_eps": round(statistics.median(batch_eps)),
         "raw_copy_eps": round(statistics.median(raw_eps)),
         "batch_ratio": round(statistics.median(ratios), 3),
         "batch_ratio_rounds": [round(x, 3) for x in ratios],
         "client_cpu_us_per_event": round(statistics.median(cpu), 1),
     }
-    if psy_eps:
-        out["batch_append_eps_psycopg_copy"] = round(statistics.median(psy_eps))
-        out["copy_encoder_ratio"] = round(statistics.median(psy_ratios), 3)
-        out["copy_encoder_ratio_rounds"] = [round(x, 3) for x in psy_ratios]
-        out["client_cpu_us_per_event_psycopg_copy"] = round(statistics.median(psy_cpu), 1)
-    return out
+
+
+def copy_encoders(store, events: list[NewEvent], batch_size: int, rounds: int) -> dict[str, object]:
+    """Postgres: LoomDB's hand-written COPY rows (pg_copy) against psycopg's own encoding
+    (psycopg_stream_plan), in rounds that append one share of `events` with each, the order
+    alternating so neither always meets the larger table. Run last, so its writes (and the
+    vacuuming they bring about) do not touch the other figures."""
+    half = len(events) // 2
+    ours, theirs = events[:half], events[half:]
+    per_round = max(batch_size, half // rounds)
+    eps: dict[str, list[float]] = {"loomdb": [], "psycopg": []}
+    cpu: dict[str, list[float]] = {"loomdb": [], "psycopg": []}
+    ratios = []
+
+    def run(kind: str, chunk: list[NewEvent]) -> None:
+        if kind == "psycopg":
+            store.backend.stream_plan = psycopg_stream_plan
+        try:
+            e, us = timed_batch_append(store, chunk, batch_size)
+        finally:
+            if kind == "psycopg":
+                del store.backend.stream_plan
+        eps[kind].append(e)
+        cpu[kind].append(us)
+
+    for n, start in enumerate(range(0, half, per_round)):
+        for kind in ("psycopg", "loomdb") if n % 2 else ("loomdb", "psycopg"):
+            run(kind, (ours if kind == "loomdb" else theirs)[start : start + per_round])
+        ratios.append(eps["loomdb"][-1] / eps["psycopg"][-1])
+        log(
+            f"round {n + 1}: LoomDB's COPY rows {eps['loomdb'][-1]:.0f}/s ({cpu['loomdb'][-1]:.1f} us CPU "
+            f"an event), psycopg's write_row {eps['psycopg'][-1]:.0f}/s ({cpu['psycopg'][-1]:.1f} us), "
+            f"ratio {ratios[-1]:.3f}"
+        )
+    return {
+        "copy_encoder_eps": round(statistics.median(eps["loomdb"])),
+        "copy_encoder_eps_psycopg": round(statistics.median(eps["psycopg"])),
+        "copy_encoder_ratio": round(statistics.median(ratios), 3),
+        "copy_encoder_ratio_rounds": [round(x, 3) for x in ratios],
+        "copy_encoder_cpu_us": round(statistics.median(cpu["loomdb"]), 1),
+        "copy_encoder_cpu_us_psycopg": round(statistics.median(cpu["psycopg"]), 1),
+    }
 
 
 def single_appends(store, n: int, writers: int) -> float:
@@ -522,8 +530,7 @@ def main() -> None:
         result: dict[str, object] = {"backend": args.backend, "quick": args.quick}
         log(f"batch append vs raw copy: {batch_n} events, {args.rounds} rounds, batches of {args.batch_size}")
         events = make_events(batch_n, seed=1)
-        psycopg_events = make_events(batch_n, seed=2) if args.backend == "postgres" else None
-        result.update(batch_vs_raw(store, events, args.batch_size, args.rounds, psycopg_events))
+        result.update(batch_vs_raw(store, events, args.batch_size, args.rounds))
         log(f"single appends: {single_n} from {args.writers} writers and from 16, {single_n // 4} from one")
         result["single_append_eps"] = round(single_appends(store, single_n, args.writers))
         result["single_append_writers"] = args.writers
@@ -559,6 +566,11 @@ def main() -> None:
         log(f"subscribe latency: {latency_n} appends")
         p99, p50 = asyncio.run(subscribe_latency(store, latency_n, 0.005))
         result["subscribe_latency_p99_ms"], result["subscribe_latency_p50_ms"] = round(p99, 2), round(p50, 2)
+        if args.backend == "postgres":
+            log(f"COPY encoders: {batch_n} events each, {args.rounds} rounds, batches of {args.batch_size}")
+            result.update(
+                copy_encoders(store, make_events(2 * batch_n, seed=2), args.batch_size, args.rounds)
+            )
     finally:
         store.close()
         if admin is not None:
