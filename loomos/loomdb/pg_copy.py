@@ -8,10 +8,10 @@ count, then per field a length and the type's binary form (jsonb: version byte 1
 timestamptz: microseconds since 2000-01-01 UTC; uuid: 16 bytes; NULL: length -1).
 
 Measured against psycopg's set_types + write_row on rows hashed the same way, in the same runs
-(benchmarks/loomdb.py --backend postgres --quick, five runs on a shared 2-core machine): the
-appending thread spent 11.9-17.4 us of CPU per event with these rows against 20.1-26.7 us with
-write_row (medians 15.7 and 22.6), and appended 1.07-1.27 times as many events per second
-(median 1.14; Postgres shares the two cores, so the client's saving shows only in part).
+(benchmarks/loomdb.py --backend postgres --quick, copy_encoder_*, eight runs on a shared 2-core
+machine): the appending thread spent 12.3-18.8 us of CPU per event with these rows against
+19.0-26.2 us with write_row (medians 16.4 and 22.7), and appended 1.02-1.37 times as many events
+per second (median 1.11; Postgres shares the two cores, so the client's saving shows in part).
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def row_to_event(row: dict[str, Any]) -> Event:
             "recorded_at": row["recorded_at"],
             "schema_version": row["schema_version"],
             "prev_hash": row["prev_hash"],
-            "hash_version": int(row["hash_version"]),
+            "hash_version": row["hash_version"],
             "hash": row["hash"],
         },
     )
