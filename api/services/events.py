@@ -26,7 +26,6 @@ from loomos.loomdb import (
     QueryError,
 )
 from loomos.loomdb.analytics import compliance_report, report_csv
-from loomos.loomdb.query import SqlBuilder
 from loomos.models.api import AppendRequest, AppendResponse, EventPage
 
 # Written only by LoomOS itself (the audit activity, retention); the API refuses them so a
@@ -38,7 +37,7 @@ def event_query(store: EventStore, **fields: Any) -> EventQuery:
     """An EventQuery from request values, compiled now: bad paths and cursors fail before any I/O."""
     try:
         q = EventQuery(**fields)
-        SqlBuilder(store.backend).query(q)
+        store.check_query(q)
     except ValidationError as exc:
         raise InvalidInput("; ".join(_message(e) for e in exc.errors())) from None
     except QueryError as exc:
