@@ -34,6 +34,7 @@ from loomos.models.training import LogsRequest, LogsResult, ProgressRequest, Tra
 from loomos.settings import Settings
 from loomos.temporal import names
 from loomos.temporal.names import CONTROL_TASK_QUEUE, node_task_queue
+from loomos.workers.node import keep_registered
 from loomos.workflows.job import JobWorkflow
 from loomos.workflows.logs import FetchLogsWorkflow
 from loomos.workflows.scheduler import SchedulerWorkflow
@@ -154,7 +155,13 @@ async def node_worker(
     )
     async with worker:
         await announce_node(client, node.info)
-        yield worker
+        # Renew the node's lease as a real node worker does: a harness shared by a whole
+        # session outlives the scheduler's lease (60 s), after which the node gets no work.
+        renewal = asyncio.create_task(keep_registered(client, node.info, interval_s=10))
+        try:
+            yield worker
+        finally:
+            renewal.cancel()
 
 
 @contextlib.contextmanager
