@@ -11,6 +11,7 @@ so none of them asks which database it is talking to.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -30,6 +31,22 @@ Connection = Any
 # One event of an append's plan, in chain order: the event, the schema version it validated
 # against, its position and its stream version.
 PlannedEvent = tuple[NewEvent, str | None, int, int]
+
+
+@contextlib.contextmanager
+def pooled_cursor(engine: Engine) -> Iterator[tuple[Connection, Cursor]]:
+    """A driver connection from the engine's pool and a cursor on it, both given back after."""
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        assert conn is not None
+        cur = conn.cursor()
+        try:
+            yield conn, cur
+        finally:
+            cur.close()
+    finally:
+        raw.close()
 
 
 class Head(NamedTuple):

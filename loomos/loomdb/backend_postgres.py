@@ -13,6 +13,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from loomos.loomdb import pg_lookup
-from loomos.loomdb.backend import AppendState, Cursor, Head, PlannedEvent, PlanOutcome
+from loomos.loomdb.backend import AppendState, Cursor, Head, PlannedEvent, PlanOutcome, pooled_cursor
 from loomos.loomdb.canonical import iso, string_list_text
 from loomos.loomdb.hashchain import EVENT_COLUMNS
 from loomos.loomdb.migrate import upgrade
@@ -144,19 +145,8 @@ class PostgresBackend:
 
     # --- transactions ---------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def raw_cursor(self) -> Iterator[tuple[Any, Any]]:
-        raw = self.engine.raw_connection()
-        try:
-            conn = raw.driver_connection
-            assert conn is not None
-            cur = conn.cursor()
-            try:
-                yield conn, cur
-            finally:
-                cur.close()
-        finally:
-            raw.close()
+    def raw_cursor(self) -> AbstractContextManager[tuple[Any, Any]]:
+        return pooled_cursor(self.engine)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Cursor]:

@@ -10,6 +10,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
-from loomos.loomdb.backend import AppendState, Cursor, Head, PlannedEvent, PlanOutcome
+from loomos.loomdb.backend import AppendState, Cursor, Head, PlannedEvent, PlanOutcome, pooled_cursor
 from loomos.loomdb.canonical import iso, string_list_text
 from loomos.loomdb.errors import LoomDBError, StoredEventId
 from loomos.loomdb.hashchain import EVENT_COLUMNS
@@ -106,19 +107,8 @@ class SqliteBackend:
 
     # --- transactions ---------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def raw_cursor(self) -> Iterator[tuple[Any, Any]]:
-        raw = self.engine.raw_connection()
-        try:
-            conn = raw.driver_connection
-            assert conn is not None
-            cur = conn.cursor()
-            try:
-                yield conn, cur
-            finally:
-                cur.close()
-        finally:
-            raw.close()
+    def raw_cursor(self) -> AbstractContextManager[tuple[Any, Any]]:
+        return pooled_cursor(self.engine)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Cursor]:

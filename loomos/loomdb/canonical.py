@@ -163,9 +163,8 @@ def jcs_from_json_text(text: str, value: Any) -> str:
     come from integral floats, which json_text writes as ints). Both show in the text; when
     either does (or a string merely looks like it), the value is encoded again by jcs_text.
 
-    The append encoders test `"e-" not in text and text.isascii()` inline first (isascii reads
-    a flag of the string, the substring test is a C search): for nearly every event that is
-    the whole cost, and this function is not called."""
+    The append encoders call this for every event: `"e-" in text` is a C search and isascii
+    reads a flag of the string, so for nearly every event that is the whole cost."""
     if ("e-" in text and _EXPONENT.search(text)) or (not text.isascii() and _BEYOND_BMP.search(text)):
         return jcs_text(value)
     return text

@@ -279,17 +279,8 @@ def encode_plan(
         ret = e.retention_days
         r_json, r_copy = ("null", _NULL) if ret is None else (json_fragment([ret]), _pack_i4(4, ret))
         data_json, meta_json = json_text(e.data), json_text(e.metadata)
-        # Their JCS text (canonical.jcs_from_json_text), tested inline: nearly always the same.
-        data_jcs = (
-            data_json
-            if "e-" not in data_json and data_json.isascii()
-            else jcs_from_json_text(data_json, e.data)
-        )
-        meta_jcs = (
-            meta_json
-            if "e-" not in meta_json and meta_json.isascii()
-            else jcs_from_json_text(meta_json, e.metadata)
-        )
+        # Their JCS text: nearly always the same text (canonical.jcs_from_json_text).
+        data_jcs, meta_jcs = jcs_from_json_text(data_json, e.data), jcs_from_json_text(meta_json, e.metadata)
         eid_b = e.event_id.int.to_bytes(16)  # UUID.bytes, without the property's Python frame
         x = eid_b.hex()  # str(event_id), from the bytes COPY needs anyway
         # json_fragment([position, str(event_id)]) etc.: ints, a UUID's text, ISO times and hex

@@ -93,17 +93,8 @@ def plan_rows(plan: Iterable[PlannedEvent], recorded_iso: str, prev: str) -> tup
         ret = e.retention_days
         r_json = "null" if ret is None else str(ret) if type(ret) is int else json_fragment([ret])
         data_json, meta_json = json_text(e.data), json_text(e.metadata)
-        # Their JCS text (canonical.jcs_from_json_text), tested inline: nearly always the same.
-        data_jcs = (
-            data_json
-            if "e-" not in data_json and data_json.isascii()
-            else jcs_from_json_text(data_json, e.data)
-        )
-        meta_jcs = (
-            meta_json
-            if "e-" not in meta_json and meta_json.isascii()
-            else jcs_from_json_text(meta_json, e.metadata)
-        )
+        # Their JCS text: nearly always the same text (canonical.jcs_from_json_text).
+        data_jcs, meta_jcs = jcs_from_json_text(data_json, e.data), jcs_from_json_text(meta_json, e.metadata)
         x = f"{e.event_id.int:032x}"
         eid = f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"  # str(event_id)
         # json_fragment([position, str(event_id)]) etc.: ints, a UUID's text, ISO times and hex
