@@ -2,22 +2,23 @@
 idempotency check), asked so that the append's leader validates the batch while the server
 looks the ids up (PostgresBackend.read_state).
 
-The lookup is sent with libpq's calls directly: psycopg's cursor would wait for the result, and
-the point is not to. It is a prepared statement of the session, so it is planned once and not
-per append (1-3 ms for 5,000 ids); whether it exists is asked in read_state's first round trip
-(IS_PREPARED) rather than remembered here, since psycopg runs DEALLOCATE ALL on a connection
-after some rollbacks. The ids go as one binary uuid[] parameter and the result comes back in
-binary: 16-byte uuids and int8s.
+The lookup is sent with libpq's calls directly (psycopg.pq, psycopg's public libpq interface):
+psycopg's cursor would wait for the result, and the point is not to. Waiting is a select() on
+the connection's socket, so other threads run meanwhile. It is a prepared statement of the
+session, so it is planned once and not per append (1-3 ms for 5,000 ids); whether it exists is
+asked in read_state's first round trip (IS_PREPARED) rather than remembered here, since psycopg
+runs DEALLOCATE ALL on a connection after some rollbacks. The ids go as one binary uuid[]
+parameter and the result comes back in binary: 16-byte uuids and int8s.
 """
 
 from __future__ import annotations
 
+import select
 import struct
 import uuid
 from typing import Any
 
 import psycopg
-import psycopg.generators
 from psycopg.adapt import Dumper
 from psycopg.pq import ExecStatus, Format
 
@@ -68,13 +69,14 @@ def send_lookup(conn: Any, ids: list[uuid.UUID], prepared: bool) -> None:
     pg = conn.pgconn
     if not prepared:
         pg.send_prepare(_LOOKUP_NAME, _LOOKUP_PG, param_types=[_UUID_ARRAY_OID])
-        _check(conn, conn.wait(psycopg.generators.fetch_many(pg)), ExecStatus.COMMAND_OK)
+        _flush(pg)
+        _check(conn, _results(pg), ExecStatus.COMMAND_OK)
     pg.send_query_prepared(_LOOKUP_NAME, [bytes(uuid_array(ids))], param_formats=[1], result_format=1)
-    conn.wait(psycopg.generators.send(pg))
+    _flush(pg)
 
 
 def fetch_lookup(conn: Any) -> dict[uuid.UUID, int]:
-    results = conn.wait(psycopg.generators.fetch_many(conn.pgconn))
+    results = _results(conn.pgconn)
     _check(conn, results, ExecStatus.TUPLES_OK)
     found: dict[uuid.UUID, int] = {}
     for res in results:
@@ -83,6 +85,26 @@ def fetch_lookup(conn: Any) -> dict[uuid.UUID, int]:
                 res.get_value(i, 1), "big", signed=True
             )
     return found
+
+
+def _flush(pg: Any) -> None:
+    """Send what libpq has queued (psycopg's connections are non-blocking: a send may stop short)."""
+    while pg.flush() == 1:
+        select.select([], [pg.socket], [])
+
+
+def _results(pg: Any) -> list[Any]:
+    """Every result of the query sent, waiting on the socket (not inside libpq) until each is in."""
+    results = []
+    while True:
+        pg.consume_input()
+        while pg.is_busy():
+            select.select([pg.socket], [], [])
+            pg.consume_input()
+        res = pg.get_result()
+        if res is None:
+            return results
+        results.append(res)
 
 
 def _check(conn: Any, results: list[Any], ok: Any) -> None:
