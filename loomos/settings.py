@@ -39,6 +39,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from loomos.security.config import VARIABLES as SECURITY_VARIABLES
+from loomos.security.config import SecuritySettings
+from loomos.settings_vars import EnvVar
+
 SEARCH_ATTRIBUTE_TYPES = {"Keyword", "Text", "Int", "Double", "Bool", "Datetime", "KeywordList"}
 
 
@@ -167,6 +171,7 @@ class Settings(BaseSettings):
     checkpoints: CheckpointSettings = Field(default_factory=CheckpointSettings)
     logs: LogSettings = Field(default_factory=LogSettings)
     node: NodeSettings = Field(default_factory=NodeSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     # Where load_settings found each value it set: "$VARIABLE" or the file's path; keys absent
     # from it are defaults (or were set by code).
@@ -228,7 +233,7 @@ class Settings(BaseSettings):
                 env[var.name] = ""
             elif isinstance(value, bool):
                 env[var.name] = "true" if value else "false"
-            elif isinstance(value, dict):
+            elif isinstance(value, dict | list):
                 env[var.name] = json.dumps(value)
             else:
                 env[var.name] = str(value)
@@ -242,13 +247,6 @@ class Settings(BaseSettings):
         copy.temporal.profile = copy.temporal.config_file = copy.temporal.api_key = None
         copy.temporal.tls = TemporalTLSSettings()
         return copy
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    name: str
-    key: str
-    description: str
 
 
 # THE list of LoomOS's environment variables: each sets one key, every key has one.
@@ -312,6 +310,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("LOOMOS_NODE_OFFER", "node.offer", "the catalog offer this host is (aws/us-east-1/-/p5.48xlarge)"),
     EnvVar("LOOMOS_NODE_PRICING_MODEL", "node.pricing_model", "on_demand or spot: which price of the offer"),
+    *SECURITY_VARIABLES,
 )  # fmt: skip
 
 # Variable -> dotted key: the view of ENV_VARS that older code reads.
@@ -328,7 +327,7 @@ def leaf_keys(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[s
     """Every dotted key of the settings, sections descended (a mapping such as
     temporal.search_attributes is one key)."""
     for name, field in model.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, _Section):
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             yield from leaf_keys(field.annotation, f"{prefix}{name}.")
         else:
             yield prefix + name

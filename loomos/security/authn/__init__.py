@@ -1,0 +1,1 @@
+"""Authentication: local accounts, LDAP, OIDC, API tokens, sessions, MFA."""

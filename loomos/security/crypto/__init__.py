@@ -1,0 +1,1 @@
+"""Encryption: streaming AEAD for files, key providers and rotation, Temporal payload codec."""
