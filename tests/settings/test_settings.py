@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from loomos.settings import (
     DEFAULT_CONFIG_FILE,
@@ -19,6 +20,7 @@ from loomos.settings import (
     project_root,
 )
 from tests.helpers import REPO
+from tests.security.authn.settings_samples import SAMPLES as AUTHN_SAMPLES
 
 # Every variable the README documented before the one list, with its key: they keep working.
 DOCUMENTED = {
@@ -98,6 +100,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "node.price_per_slot_hour": ("2.5", 2.5),
     "node.offer": ("aws/us-east-1/-/p5.48xlarge", "aws/us-east-1/-/p5.48xlarge"),
     "node.pricing_model": ("spot", "spot"),
+    # Each security section lists its own, beside its tests.
+    **AUTHN_SAMPLES,
 }
 
 
@@ -110,7 +114,7 @@ def test_each_variable_sets_its_key(var: EnvVar) -> None:
     raw, expected = SAMPLES[var.key]
     settings = load_settings(env={var.name: raw})
     value = settings.get(var.key)
-    if var.key == "temporal.api_key":
+    if isinstance(value, SecretStr):
         value = value.get_secret_value()
     assert value == expected
     assert settings.origins == {var.key: f"${var.name}"}

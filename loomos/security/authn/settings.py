@@ -75,7 +75,7 @@ class LdapSettings(_Section):
     start_tls: bool = False
     bind_dn: str | None = None
     bind_password: SecretStr | None = None
-    user_base_dn: str = ""
+    user_base_dn: str | None = None  # None: the whole directory
     user_filter: str = "(uid={username})"
     display_name_attribute: str = "cn"
     group_base_dn: str | None = None
