@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from loomos.api.body_limit import BodyLimit
 from loomos.api.errors import LoomCtlError
 from loomos.api.routers import cluster, compliance, events, health, jobs, marketplace
 from loomos.api.services.temporal import UNREACHABLE_CODES, TemporalConnection, TemporalUnavailable
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     app.state.temporal = temporal_client
     app.state.temporal_connection = TemporalConnection(settings, temporal_client, app.state)
     _install_error_handlers(app)
+    app.add_middleware(BodyLimit)
 
     app.include_router(health.router)
     for resource in (jobs, cluster, events, compliance, marketplace):

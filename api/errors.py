@@ -37,6 +37,12 @@ class Conflict(LoomCtlError):
     status_code = 409
 
 
+class PayloadTooLarge(LoomCtlError):
+    """A body or spec over what LoomOS can carry (413)."""
+
+    status_code = 413
+
+
 class Unprocessable(LoomCtlError):
     """Well-formed but invalid content, such as an event that fails its schema (422)."""
 

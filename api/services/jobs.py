@@ -28,7 +28,14 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
-from loomos.api.errors import Conflict, LoomCtlError, NotFound, ServiceUnavailable, UpstreamFailed
+from loomos.api.errors import (
+    Conflict,
+    LoomCtlError,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UpstreamFailed,
+)
 from loomos.api.services.temporal import (
     QueryTimedOut,
     WorkflowGone,
@@ -37,6 +44,7 @@ from loomos.api.services.temporal import (
     workflow_ui_url,
 )
 from loomos.models.api import CancelResponse, JobDetail, JobList, JobSummary, SubmitResponse
+from loomos.models.input_limits import MAX_SPEC_BYTES
 from loomos.models.jobs import JobResult, JobState, JobStatus, JobWorkflowInput
 from loomos.models.spec import JobSpec
 from loomos.models.training import LogsRequest, LogsResult, TrainingProgress
@@ -60,6 +68,11 @@ CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
 
 async def submit_job(client: Client, settings: Settings, spec: JobSpec) -> SubmitResponse:
     """Start the job's workflow; its id is `<spec.name>-<8 random hex>`."""
+    size = len(spec.model_dump_json())
+    if size > MAX_SPEC_BYTES:
+        # Temporal would refuse the workflow's input (2 MB) or warn on every task (256 KB):
+        # say so now, before anything is started.
+        raise PayloadTooLarge(f"the spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES}")
     submitted_at = datetime.now(UTC)
     # 32 random bits: a clash is very unlikely, and REJECT_DUPLICATE makes one visible (never
     # two jobs behind one id), so try a fresh suffix then.

@@ -15,11 +15,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loomos.models import input_limits as limits
+
 JOB_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # No NaN or infinity anywhere: "Input should be a finite number", not a confusing bound.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class JobType(StrEnum):
@@ -96,6 +99,23 @@ class CheckpointConfig(_Strict):
         None, description="file:///path or s3://bucket/prefix; default is the node's checkpoint root"
     )
 
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_uri(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        limits.check_no_parent_parts(v, "storage_uri")
+        if v.startswith("s3://"):
+            if not v.removeprefix("s3://").split("/", 1)[0]:
+                raise ValueError(f"{v!r} names no bucket")
+        elif v.startswith("file://"):
+            rest = v.removeprefix("file://")
+            if not rest.startswith(("/", "localhost/")):
+                raise ValueError(f"{v!r}: a file:// URI must name an absolute path on the node")
+        elif "://" in v or not v.startswith("/"):
+            raise ValueError(f"{v!r}: use s3://bucket/prefix, file:///absolute/path or an absolute path")
+        return v
+
     @model_validator(mode="after")
     def _default_interval(self) -> CheckpointConfig:
         if self.enabled and self.interval_minutes is None and self.interval_steps is None:
@@ -152,9 +172,56 @@ class JobSpec(_Strict):
     team: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     pool: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_inside(cls, v: str | None) -> str | None:
+        return None if v is None else limits.check_relative_path(v, "entrypoint")
+
+    @field_validator("working_directory")
+    @classmethod
+    def _working_directory(cls, v: str | None) -> str | None:
+        return None if v is None else limits.check_no_parent_parts(v, "working_directory")
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("command must not be empty (e.g. ['-m', 'pkg.train'])")
+        if len(v) > limits.MAX_COMMAND_ITEMS:
+            raise ValueError(f"{len(v)} items; at most {limits.MAX_COMMAND_ITEMS}")
+        for i, item in enumerate(v):
+            limits.check_text(item, f"command[{i}]", limits.MAX_ARG_CHARS)
+        return v
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, v: list[str]) -> list[str]:
+        return limits.check_args(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        if len(v) > limits.MAX_TAGS:
+            raise ValueError(f"{len(v)} tags; at most {limits.MAX_TAGS}")
+        for i, tag in enumerate(v):
+            limits.check_text(tag, f"tags[{i}]", limits.MAX_TAG_CHARS)
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return limits.check_json_value(v, "metadata", limits.MAX_METADATA_BYTES)
+
     @field_validator("environment_variables")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > limits.MAX_ENV_VARS:
+            raise ValueError(f"{len(v)} variables; at most {limits.MAX_ENV_VARS}")
+        for key, value in v.items():
+            limits.check_text(value, f"value of {key}", limits.MAX_ENV_VALUE_CHARS)
+            limits.check_env_name(key)
         for key in v:
             if (
                 not key
@@ -236,6 +303,38 @@ def parse_spec(data: Any, source: str = "spec") -> JobSpec:
         raise SpecError(source, format_validation_error(exc)) from None
 
 
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values `node` becomes once every alias is expanded (as validating, serialising
+    or sending it would): counted on the node graph, so a billion laughs costs microseconds."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = 1  # a cycle counts once (the constructor refuses recursive aliases anyway)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def _load_yaml(text: str) -> Any:
+    """yaml.safe_load, refusing a document whose aliases expand it past MAX_YAML_NODES values
+    (a few lines of anchors, the billion laughs, would otherwise become gigabytes downstream)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > limits.MAX_YAML_NODES:
+            raise yaml.YAMLError(f"its aliases expand it to more than {limits.MAX_YAML_NODES} values")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_spec(path: str | Path) -> JobSpec:
     """Load a JobSpec from a YAML or JSON file.
 
@@ -247,8 +346,11 @@ def load_spec(path: str | Path) -> JobSpec:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(str(path), [("", f"cannot read file: {exc.strerror}")]) from None
+    if len(text) > limits.MAX_SPEC_FILE_BYTES:
+        too_big = f"the file is {len(text)} bytes; at most {limits.MAX_SPEC_FILE_BYTES}"
+        raise SpecError(str(path), [("", too_big)])
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else _load_yaml(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         kind = "JSON" if path.suffix == ".json" else "YAML"
         raise SpecError(str(path), [("", f"not valid {kind}: {exc}")]) from None
