@@ -126,6 +126,7 @@ def run_through_activity(opts: Options) -> float:
     settings = Settings()
     settings.checkpoints.root = str(opts.workdir / "checkpoints")
     settings.logs.root = str(opts.workdir / "logs")
+    settings.node.allowed_roots = [str(opts.workdir), str(DEMO_SPEC.parent)]
     spec = load_spec(DEMO_SPEC)
     spec.args = demo_args(opts)
     spec.checkpoint_config.enabled = False

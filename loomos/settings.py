@@ -142,6 +142,12 @@ class NodeSettings(_Section):
     # with every placement on it. For owned hardware set price_per_slot_hour instead.
     offer: str | None = Field(None, pattern=r"^[a-z]+/[A-Za-z0-9-]+/[A-Za-z0-9-]+/[A-Za-z0-9._-]+$")
     pricing_model: str = Field("on_demand", pattern=r"^(on_demand|spot)$")
+    # The folders a job's working directory, script and local checkpoints must lie under, so a
+    # job cannot run (or write) arbitrary paths of a shared host. None configured: no job runs.
+    allowed_roots: list[str] = Field(default_factory=list)
+    # Programs a `command:` job may start by name from PATH (its own scripts under the roots
+    # need no entry), e.g. ["bash"]; `-m module` and entrypoint jobs need none.
+    allowed_programs: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_price_source(self) -> NodeSettings:
@@ -310,6 +316,14 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("LOOMOS_NODE_OFFER", "node.offer", "the catalog offer this host is (aws/us-east-1/-/p5.48xlarge)"),
     EnvVar("LOOMOS_NODE_PRICING_MODEL", "node.pricing_model", "on_demand or spot: which price of the offer"),
+    EnvVar(
+        "LOOMOS_NODE_ALLOWED_ROOTS", "node.allowed_roots",
+        'folders jobs may run and checkpoint under on this node, as JSON ["/srv/jobs"]',
+    ),
+    EnvVar(
+        "LOOMOS_NODE_ALLOWED_PROGRAMS", "node.allowed_programs",
+        'programs a command: job may start from PATH, as JSON ["bash"]',
+    ),
     *SECURITY_VARIABLES,
 )  # fmt: skip
 
@@ -483,6 +497,7 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
             setattr(tls, name, absolute(getattr(tls, name)))
     s.checkpoints.root = absolute(s.checkpoints.root)
     s.logs.root = absolute(s.logs.root)
+    s.node.allowed_roots = [absolute(root) for root in s.node.allowed_roots]
     if s.loomdb.url.startswith("sqlite:///") and not s.loomdb.url.startswith("sqlite:////"):
         rel = s.loomdb.url.removeprefix("sqlite:///")
         if rel and rel != ":memory:":

@@ -98,7 +98,7 @@ class TrainingActivities:
         logs_root = self.settings.logs.root
         log_path = attempt_log_path(logs_root, req.job_id, req.attempt, req.node_rank)
         progress = TrainingProgress(attempt=req.attempt, node_id=self.node_id, log_path=str(log_path))
-        validate_request(req, self.node_id, progress)
+        validate_request(req, self.node_id, progress, self.settings.node)
         try:
             ckpt_dir = checkpoint_location(req, self.settings)
         except ValueError as exc:

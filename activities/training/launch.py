@@ -20,7 +20,7 @@ from loomos.activities.training.processes import ENV_RUN_TOKEN
 from loomos.models.jobs import FailureKind
 from loomos.models.spec import RESERVED_ENV
 from loomos.models.training import TrainingProgress, TrainingRequest
-from loomos.settings import Settings
+from loomos.settings import NodeSettings, Settings
 from loomos.train import contract
 from loomos.train.stores import LocalCheckpointStore, open_store
 
@@ -31,8 +31,17 @@ def invalid_job(message: str, progress: TrainingProgress | None = None) -> Appli
     return ApplicationError(message, *details, type=FailureKind.INVALID_JOB.value, non_retryable=True)
 
 
-def validate_request(req: TrainingRequest, node_id: str, progress: TrainingProgress) -> None:
-    """Raise invalid_job() unless the request can run on this node as it stands."""
+def under(path: Path, roots: list[str]) -> bool:
+    """Whether `path`, symlinks resolved, lies in one of `roots` (resolved too)."""
+    real = path.resolve()
+    return any(real.is_relative_to(Path(root).resolve()) for root in roots)
+
+
+def validate_request(
+    req: TrainingRequest, node_id: str, progress: TrainingProgress, node: NodeSettings
+) -> None:
+    """Raise invalid_job() unless the request can run on this node as it stands: its paths
+    inside node.allowed_roots (symlinks resolved), its program allowed."""
     spec = req.spec
     if not 0 <= req.node_rank < req.nnodes:
         raise invalid_job(f"node_rank {req.node_rank} is not in [0, {req.nnodes})", progress)
@@ -45,24 +54,58 @@ def validate_request(req: TrainingRequest, node_id: str, progress: TrainingProgr
     wd = Path(spec.working_directory)
     if not wd.is_absolute():
         raise invalid_job(f"working_directory {wd} must be an absolute path on the node", progress)
+    if not node.allowed_roots:
+        unset = "node.allowed_roots is not set ($LOOMOS_NODE_ALLOWED_ROOTS)"
+        raise invalid_job(f"node {node_id} runs no jobs: {unset}", progress)
+    roots = ", ".join(node.allowed_roots)
+    if not under(wd, node.allowed_roots):
+        raise invalid_job(f"working_directory {wd} is outside node.allowed_roots ({roots})", progress)
     if not wd.is_dir():
         raise invalid_job(f"working_directory {wd} does not exist on node {node_id}", progress)
     if spec.entrypoint:
         script = wd / spec.entrypoint
         if not script.is_file():
             raise invalid_job(f"entrypoint {script} does not exist on node {node_id}", progress)
+        if not under(script, node.allowed_roots):
+            raise invalid_job(f"entrypoint {script} leads outside node.allowed_roots ({roots})", progress)
     elif spec.command and spec.command[0] != "-m":
-        program = spec.command[0]
-        path = spec.environment_variables.get("PATH", os.environ.get("PATH", ""))
-        resolved = shutil.which(program, path=path) if "/" not in program else None
-        if resolved is None and not (wd / program).is_file() and not Path(program).is_file():
+        check_program(spec.command[0], spec.environment_variables, wd, node, node_id, progress)
+
+
+def check_program(
+    program: str,
+    env: dict[str, str],
+    wd: Path,
+    node: NodeSettings,
+    node_id: str,
+    progress: TrainingProgress,
+) -> None:
+    """A `command:` job's program: a file under node.allowed_roots (a path, or a name found in
+    the working directory), or a name on PATH that node.allowed_programs lists."""
+    roots = ", ".join(node.allowed_roots)
+    if "/" in program or (wd / program).is_file():
+        candidate = Path(program) if Path(program).is_absolute() else wd / program
+        if not candidate.is_file():
             raise invalid_job(f"command {program!r} is not found on node {node_id}", progress)
+        if not under(candidate, node.allowed_roots):
+            raise invalid_job(f"command {candidate} is outside node.allowed_roots ({roots})", progress)
+        return
+    on_path = shutil.which(program, path=env.get("PATH", os.environ.get("PATH", "")))
+    if on_path is None:
+        raise invalid_job(f"command {program!r} is not found on node {node_id}", progress)
+    if program not in node.allowed_programs:
+        raise invalid_job(
+            f"command {program!r} ({on_path}) is not in node.allowed_programs and not a file under "
+            f"node.allowed_roots ({roots})",
+            progress,
+        )
 
 
 def checkpoint_location(req: TrainingRequest, settings: Settings) -> str:
     """LOOMOS_CHECKPOINT_DIR: a local directory (from a path or file:// URI) or an s3:// URI.
 
-    Raises ValueError for a URI no store can use.
+    A local directory must lie under node.allowed_roots or the node's own checkpoint root.
+    Raises ValueError for a URI no store can use, or a directory outside those.
     """
     uri = req.checkpoint_uri or str(Path(settings.checkpoints.root) / req.job_id)
     if uri.startswith("s3://"):
@@ -75,6 +118,11 @@ def checkpoint_location(req: TrainingRequest, settings: Settings) -> str:
     except ValueError as exc:
         raise ValueError(f"checkpoint URI: {exc}") from None
     assert isinstance(store, LocalCheckpointStore)
+    if not under(store.directory, [*settings.node.allowed_roots, settings.checkpoints.root]):
+        raise ValueError(
+            f"checkpoint directory {store.directory} is outside node.allowed_roots and the node's "
+            f"checkpoint root ({settings.checkpoints.root})"
+        )
     return str(store.directory)
 
 

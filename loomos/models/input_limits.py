@@ -50,17 +50,6 @@ def check_text(value: str, what: str, max_chars: int) -> str:
     return value
 
 
-def check_relative_path(value: str, what: str) -> str:
-    """A path inside the folder it is taken relative to: not absolute, no `..` part."""
-    check_text(value, what, MAX_PATH_CHARS)
-    path = PurePosixPath(value)
-    if not value.strip() or path.is_absolute():
-        raise ValueError(f"{what} must be a relative path inside working_directory, got {value!r}")
-    if ".." in path.parts:
-        raise ValueError(f"{what} must not contain '..' (it would leave working_directory): {value!r}")
-    return value
-
-
 def check_no_parent_parts(value: str, what: str) -> str:
     """A path (or URI path) without `..` parts: it names a place, it does not climb from one."""
     check_text(value, what, MAX_PATH_CHARS)

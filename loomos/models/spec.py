@@ -175,7 +175,9 @@ class JobSpec(_Strict):
     @field_validator("entrypoint")
     @classmethod
     def _entrypoint_inside(cls, v: str | None) -> str | None:
-        return None if v is None else limits.check_relative_path(v, "entrypoint")
+        # Absolute or relative to working_directory; never climbing with '..'. Whether the path is
+        # somewhere a job may run is the node's to say (node.allowed_roots).
+        return None if v is None else limits.check_no_parent_parts(v, "entrypoint")
 
     @field_validator("working_directory")
     @classmethod

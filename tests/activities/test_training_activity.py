@@ -39,6 +39,7 @@ def make_settings(root: Path, grace_s: float = 20) -> Settings:
     s.checkpoints.root = str(root / "checkpoints")
     s.logs.root = str(root / "logs")
     s.node.cancel_grace_s = grace_s
+    s.node.allowed_roots = [str(root), str(REPO)]  # the test's folder and examples/
     return s
 
 
@@ -417,6 +418,7 @@ async def test_cancel_kills_ranks_that_ignore_sigterm_and_their_detached_childre
 
 FAKE_NODE_WORKER = """
 import asyncio, sys
+from pathlib import Path
 from temporalio.testing import ActivityEnvironment
 from loomos.activities.training import TrainingActivities
 from loomos.models.training import TrainingRequest
@@ -427,6 +429,7 @@ root, job_id, demo = sys.argv[1:4]
 settings = Settings()
 settings.checkpoints.root = root + "/checkpoints"
 settings.logs.root = root + "/logs"
+settings.node.allowed_roots = [root, str(Path(demo).parent)]
 spec = load_spec(demo)
 spec.args = ["--steps", "1000", "--step-sleep", "0.05"]
 spec.checkpoint_config.interval_steps = 500

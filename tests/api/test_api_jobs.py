@@ -331,6 +331,7 @@ async def test_missing_script_fails_job_end_to_end(
     settings = settings_for(stack.env.client)
     settings.logs.root = str(tmp_path / "logs")
     settings.checkpoints.root = str(tmp_path / "ckpt")
+    settings.node.allowed_roots = [str(tmp_path)]
     training = TrainingActivities(settings, "e2e-node")
     info = NodeInfo(
         node_id="e2e-node",

@@ -247,7 +247,11 @@ def test_ddp_demo_end_to_end(tmp_path: Path) -> None:
     running torchrun: live progress while it runs, rank 1's crash at step 25, a resume from the
     step-20 checkpoint, success at step 80, and the first attempt's log."""
     settings = Settings.model_validate(
-        {"logs": {"root": str(tmp_path / "logs")}, "checkpoints": {"root": str(tmp_path / "ckpt")}}
+        {
+            "logs": {"root": str(tmp_path / "logs")},
+            "checkpoints": {"root": str(tmp_path / "ckpt")},
+            "node": {"allowed_roots": [str(tmp_path), str(REPO)]},
+        }
     )
     with LoomOSInThread("e2e-node", real_training=settings) as stack:
         submitted = run("submit", str(REPO / "examples" / "ddp-demo.yaml"), endpoint=stack.endpoint)

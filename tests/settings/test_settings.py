@@ -100,6 +100,8 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "node.price_per_slot_hour": ("2.5", 2.5),
     "node.offer": ("aws/us-east-1/-/p5.48xlarge", "aws/us-east-1/-/p5.48xlarge"),
     "node.pricing_model": ("spot", "spot"),
+    "node.allowed_roots": ('["/srv/jobs", "/data"]', ["/srv/jobs", "/data"]),
+    "node.allowed_programs": ('["bash"]', ["bash"]),
     # Each security section lists its own, beside its tests.
     **AUTHN_SAMPLES,
 }

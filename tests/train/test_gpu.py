@@ -52,6 +52,7 @@ async def test_demo_on_cuda_with_nccl_crashes_and_resumes(tmp_path: Path) -> Non
     settings.checkpoints.root = str(tmp_path / "checkpoints")
     settings.logs.root = str(tmp_path / "logs")
     settings.node.cancel_grace_s = 30
+    settings.node.allowed_roots = [str(tmp_path), str(REPO)]
     acts = TrainingActivities(settings, "gpu-node")
     spec = load_spec(REPO / "examples" / "ddp-demo.yaml")
     spec.args = ["--steps", "80", "--crash-at-step", "25", "--crash-rank", str(world - 1)]
