@@ -98,6 +98,11 @@ class CheckpointConfig(_Strict):
     storage_uri: str | None = Field(
         None, description="file:///path or s3://bucket/prefix; default is the node's checkpoint root"
     )
+    encryption_enabled: bool = Field(
+        False,
+        description="rank 0 writes checkpoints encrypted with the node's keyring (security.crypto); "
+        "the key reaches the script by reference, never in the spec",
+    )
 
     @field_validator("storage_uri")
     @classmethod
@@ -142,6 +147,22 @@ class MarketplacePreferences(_Strict):
     expected_runtime_hours: float | None = Field(None, gt=0, le=24 * 365)
 
 
+class DataClassification(StrEnum):
+    """How sensitive a dataset is; reading one needs `data:read:<classification>`."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+
+class DatasetRef(_Strict):
+    """A dataset the job reads, declared so that admission can check the user may read it."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,199}$")
+    classification: DataClassification
+
+
 class JobSpec(_Strict):
     name: str = Field(..., pattern=JOB_NAME_PATTERN, description="lower-case DNS-like name")
     description: str = Field("", max_length=4000)
@@ -167,7 +188,11 @@ class JobSpec(_Strict):
     marketplace: MarketplacePreferences = Field(default_factory=MarketplacePreferences)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    # Who submits: set by the API from the caller (authentication lands in a later issue).
+    # Checked by the job's admission step: `data:read:<classification>` for each dataset, the
+    # role's allowed_datasets and allowed_environments (development, staging, production, ...).
+    datasets: list[DatasetRef] = Field(default_factory=list, max_length=100)
+    environment: str | None = Field(None, pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    # Who submits: LoomCtl sets both from the caller's identity (see loomos.api.services.jobs).
     user: str = Field("anonymous", pattern=r"^[A-Za-z0-9._@-]{1,128}$")
     team: str = Field("default", pattern=r"^[A-Za-z0-9._-]{1,128}$")
     pool: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
