@@ -106,6 +106,12 @@ class TemporalSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # HTTPS (TLS 1.3 only) with both set: PEM files, read (and checked to go together) when
+    # `loomos api` starts.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Strict-Transport-Security on every answer while serving HTTPS.
+    hsts: bool = True
 
 
 class LoomDBSettings(_Section):
@@ -203,7 +209,8 @@ class Settings(BaseSettings):
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.api.host}:{self.api.port}"
+        scheme = "https" if self.api.tls_cert else "http"
+        return f"{scheme}://{self.api.host}:{self.api.port}"
 
     @property
     def ui_url(self) -> str:
@@ -293,6 +300,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("LOOMOS_API_HOST", "api.host", "address LoomCtl (`loomos api`) binds and clients call"),
     EnvVar("LOOMOS_API_PORT", "api.port", "LoomCtl's port"),
+    EnvVar("LOOMOS_API_TLS_CERT", "api.tls_cert", "LoomCtl serves HTTPS (TLS 1.3 only): certificate (PEM)"),
+    EnvVar("LOOMOS_API_TLS_KEY", "api.tls_key", "its private key (PEM file)"),
+    EnvVar("LOOMOS_API_HSTS", "api.hsts", "send Strict-Transport-Security while serving HTTPS"),
     EnvVar("LOOMOS_DB_URL", "loomdb.url", "LoomDB: sqlite:///file or postgresql://user:password@host/db"),
     EnvVar("LOOMOS_CHECKPOINT_ROOT", "checkpoints.root", "checkpoint root: a folder or s3://bucket/prefix"),
     EnvVar("LOOMOS_LOG_ROOT", "logs.root", "per-attempt training logs on each node"),
@@ -495,6 +505,9 @@ def _resolve_paths(s: Settings, base: Path) -> Settings:
     for name in ("client_cert", "client_key", "server_ca_cert"):
         if getattr(tls, name):
             setattr(tls, name, absolute(getattr(tls, name)))
+    for section, name in ((s.api, "tls_cert"), (s.api, "tls_key"), (s.security.crypto, "key_file")):
+        if getattr(section, name):
+            setattr(section, name, absolute(getattr(section, name)))
     s.checkpoints.root = absolute(s.checkpoints.root)
     s.logs.root = absolute(s.logs.root)
     s.node.allowed_roots = [absolute(root) for root in s.node.allowed_roots]

@@ -21,6 +21,7 @@ from loomos.settings import (
 )
 from tests.helpers import REPO
 from tests.security.authn.settings_samples import SAMPLES as AUTHN_SAMPLES
+from tests.security.crypto.settings_samples import SAMPLES as CRYPTO_SAMPLES
 
 # Every variable the README documented before the one list, with its key: they keep working.
 DOCUMENTED = {
@@ -86,6 +87,9 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "temporal.tls.server_name": ("temporal.internal", "temporal.internal"),
     "api.host": ("0.0.0.0", "0.0.0.0"),
     "api.port": ("9080", 9080),
+    "api.tls_cert": ("/pki/api.pem", "/pki/api.pem"),
+    "api.tls_key": ("/pki/api-key.pem", "/pki/api-key.pem"),
+    "api.hsts": ("false", False),
     "loomdb.url": ("postgresql://u:p@db/loom", "postgresql://u:p@db/loom"),
     "checkpoints.root": ("s3://b/ckpt", "s3://b/ckpt"),
     "logs.root": ("/var/log/loomos", "/var/log/loomos"),
@@ -104,6 +108,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "node.allowed_programs": ('["bash"]', ["bash"]),
     # Each security section lists its own, beside its tests.
     **AUTHN_SAMPLES,
+    **CRYPTO_SAMPLES,
 }
 
 
