@@ -9,6 +9,11 @@
 as a `_Call` (method, path, parameters, how to parse the answer) built by the shared
 `_Calls` mixin, so the two only differ in how they send it. The response models come from
 loomos.models.api, which the API declares too, so server and SDK cannot drift apart silently.
+
+Credentials: `token=` if given, else $LOOMOS_API_TOKEN, else what `loomos login` stored for
+this endpoint (loomos.security.authn.credentials), sent as `Authorization: Bearer ...`. A 401
+becomes "not logged in (loomos login)" or "session expired"; a stored OIDC login is renewed
+once with its refresh token first. A 403 passes the server's reason through.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ __all__ = [
 ]
 
 ENDPOINT_ENV = "LOOMOS_API_ENDPOINT"
+TOKEN_ENV = "LOOMOS_API_TOKEN"
 DEFAULT_TIMEOUT_S = 30.0
 API_PREFIX = "/api/v1"
 
@@ -220,6 +226,46 @@ class _Calls:
     def _health() -> _Call[Health]:
         return _Call("GET", "/healthz", _model(Health))
 
+    # --- authentication (loomos.models.auth; imported when used, as the CLI's login is rare)
+
+    @staticmethod
+    def _auth(method: str, path: str, model: str, body: Any = None) -> _Call[Any]:
+        from loomos.models import auth
+
+        return _Call(method, f"{API_PREFIX}/auth{path}", _model(getattr(auth, model)), json=body)
+
+    def _me(self) -> _Call[Any]:
+        return self._auth("GET", "/me", "Me")
+
+    def _providers(self) -> _Call[Any]:
+        return self._auth("GET", "/providers", "ProvidersInfo")
+
+    def _login(self, username: str, password: str) -> _Call[Any]:
+        return self._auth("POST", "/login", "LoginResponse", {"username": username, "password": password})
+
+    def _verify_mfa(self, challenge_id: str, code: str) -> _Call[Any]:
+        return self._auth(
+            "POST", "/mfa/verify", "LoginResponse", {"challenge_id": challenge_id, "code": code}
+        )
+
+    def _oidc_callback(self, body: dict[str, Any]) -> _Call[Any]:
+        return self._auth("POST", "/oidc/callback", "LoginResponse", body)
+
+    def _logout(self) -> _Call[Any]:
+        return self._auth("POST", "/logout", "Done")
+
+    def _create_token(self, name: str, scopes: list[str] | None, expires_in_days: int | None) -> _Call[Any]:
+        body = {"name": name, "scopes": scopes, "expires_in_days": expires_in_days}
+        return self._auth("POST", "/tokens", "TokenCreated", body)
+
+    def _list_tokens(self) -> _Call[Any]:
+        return self._auth("GET", "/tokens", "TokenList")
+
+    def _revoke_token(self, token_id: str) -> _Call[Any]:
+        if not token_id or "/" in token_id:
+            raise LoomOSError(None, f"invalid token id {token_id!r}", bad_input=True)
+        return self._auth("DELETE", f"/tokens/{quote(token_id, safe='')}", "TokenInfo")
+
 
 def default_endpoint() -> str:
     explicit = os.environ.get(ENDPOINT_ENV)
@@ -234,14 +280,57 @@ def default_endpoint() -> str:
 
 
 class _Base(_Calls):
-    def __init__(self, endpoint: str | None, timeout: float):
+    def __init__(self, endpoint: str | None, timeout: float, token: str | None = None):
         self.endpoint = (endpoint or default_endpoint()).rstrip("/")
         if not self.endpoint.startswith(("http://", "https://")):
             raise LoomOSError(None, f"endpoint must start with http:// or https://, got {self.endpoint!r}")
         self.timeout = timeout
+        self._stored: Any = None  # the StoredCredential the token came from, if any
+        self.token = token or os.environ.get(TOKEN_ENV) or self._stored_token()
+
+    def _stored_token(self) -> str | None:
+        from loomos.security.authn import credentials
+
+        try:
+            self._stored = credentials.load(self.endpoint)
+        except credentials.CredentialsError as err:
+            raise LoomOSError(None, str(err), bad_input=True) from err
+        return self._stored.token if self._stored is not None else None
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _refresh_call(self) -> _Call[Any] | None:
+        """The renewal of a stored OIDC login (its refresh token), if there is one to try."""
+        stored = self._stored
+        if stored is None or not stored.refresh_token or self.token != stored.token:
+            return None
+        return _Call(
+            "POST",
+            f"{API_PREFIX}/auth/refresh",
+            lambda body: body,
+            json={"refresh_token": stored.refresh_token},
+        )
+
+    def _refreshed(self, body: Any) -> None:
+        from loomos.security.authn import credentials
+
+        stored = self._stored
+        stored.token = body["token"]
+        stored.expires_at = body.get("expires_at")
+        stored.refresh_token = body.get("refresh_token") or stored.refresh_token
+        credentials.save(self.endpoint, stored)
+        self.token = stored.token
 
     def _timeout_for(self, call: _Call[Any]) -> float:
         return max(self.timeout, call.timeout or 0)
+
+    def _unauthenticated(self, detail: str) -> str:
+        if not self.token:
+            return f"not logged in (loomos login, or set {TOKEN_ENV}): {detail}"
+        if "expired" in detail:
+            return f"session expired: {detail} (loomos login)"
+        return f"not logged in (loomos login): {detail}"
 
     def _transport_error(self, err: httpx.HTTPError, call: _Call[Any]) -> LoomOSError:
         if isinstance(err, httpx.ConnectError):
@@ -252,8 +341,9 @@ class _Base(_Calls):
             )
         return LoomOSError(None, f"request to LoomCtl at {self.endpoint} failed: {err}")
 
-    @staticmethod
-    def _parse(call: _Call[T], response: httpx.Response) -> T:
+    def _parse(self, call: _Call[T], response: httpx.Response) -> T:
+        if response.status_code == 401:
+            raise LoomOSError(401, self._unauthenticated(error_message(response)))
         if response.status_code >= 400:
             raise LoomOSError(response.status_code, error_message(response))
         try:
@@ -272,17 +362,32 @@ class LoomOSClient(_Base):
         endpoint: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ):
-        super().__init__(endpoint, timeout)
+        super().__init__(endpoint, timeout, token)
         self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, transport=transport)
 
-    def _send(self, call: _Call[T]) -> T:
+    def _request(self, call: _Call[Any]) -> httpx.Response:
         try:
-            response = self._http.request(
-                call.method, call.path, params=call.params, json=call.json, timeout=self._timeout_for(call)
+            return self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=self._timeout_for(call),
+                headers=self._headers(),
             )
         except httpx.HTTPError as err:
             raise self._transport_error(err, call) from err
+
+    def _send(self, call: _Call[T]) -> T:
+        response = self._request(call)
+        refresh = self._refresh_call() if response.status_code == 401 else None
+        if refresh is not None:
+            renewed = self._request(refresh)
+            if renewed.status_code == 200:
+                self._refreshed(renewed.json())
+                response = self._request(call)
         return self._parse(call, response)
 
     def submit(self, spec: JobSpec | Mapping[str, Any] | str | os.PathLike[str]) -> SubmitResponse:
@@ -315,6 +420,37 @@ class LoomOSClient(_Base):
     def health(self) -> Health:
         return self._send(self._health())
 
+    def me(self) -> Any:
+        """Who these credentials belong to (loomos.models.auth.Me)."""
+        return self._send(self._me())
+
+    def auth_providers(self) -> Any:
+        return self._send(self._providers())
+
+    def login(self, username: str, password: str) -> Any:
+        """POST /auth/login: a LoginResponse (a session, or an MFA challenge)."""
+        return self._send(self._login(username, password))
+
+    def verify_mfa(self, challenge_id: str, code: str) -> Any:
+        return self._send(self._verify_mfa(challenge_id, code))
+
+    def oidc_callback(self, body: dict[str, Any]) -> Any:
+        return self._send(self._oidc_callback(body))
+
+    def logout(self) -> Any:
+        return self._send(self._logout())
+
+    def create_token(
+        self, name: str, scopes: list[str] | None = None, expires_in_days: int | None = None
+    ) -> Any:
+        return self._send(self._create_token(name, scopes, expires_in_days))
+
+    def list_tokens(self) -> Any:
+        return self._send(self._list_tokens()).tokens
+
+    def revoke_token(self, token_id: str) -> Any:
+        return self._send(self._revoke_token(token_id))
+
     def wait(self, job_id: str, poll_interval: float = 1.0, timeout: float | None = None) -> JobDetail:
         """Poll until the job is SUCCEEDED, FAILED or CANCELLED; return that final status."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -344,17 +480,32 @@ class AsyncLoomOSClient(_Base):
         endpoint: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str | None = None,
     ):
-        super().__init__(endpoint, timeout)
+        super().__init__(endpoint, timeout, token)
         self._http = httpx.AsyncClient(base_url=self.endpoint, timeout=timeout, transport=transport)
 
-    async def _send(self, call: _Call[T]) -> T:
+    async def _request(self, call: _Call[Any]) -> httpx.Response:
         try:
-            response = await self._http.request(
-                call.method, call.path, params=call.params, json=call.json, timeout=self._timeout_for(call)
+            return await self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=self._timeout_for(call),
+                headers=self._headers(),
             )
         except httpx.HTTPError as err:
             raise self._transport_error(err, call) from err
+
+    async def _send(self, call: _Call[T]) -> T:
+        response = await self._request(call)
+        refresh = self._refresh_call() if response.status_code == 401 else None
+        if refresh is not None:
+            renewed = await self._request(refresh)
+            if renewed.status_code == 200:
+                self._refreshed(renewed.json())
+                response = await self._request(call)
         return self._parse(call, response)
 
     async def submit(self, spec: JobSpec | Mapping[str, Any] | str | os.PathLike[str]) -> SubmitResponse:
@@ -386,6 +537,37 @@ class AsyncLoomOSClient(_Base):
 
     async def health(self) -> Health:
         return await self._send(self._health())
+
+    async def me(self) -> Any:
+        """Who these credentials belong to (loomos.models.auth.Me)."""
+        return await self._send(self._me())
+
+    async def auth_providers(self) -> Any:
+        return await self._send(self._providers())
+
+    async def login(self, username: str, password: str) -> Any:
+        """POST /auth/login: a LoginResponse (a session, or an MFA challenge)."""
+        return await self._send(self._login(username, password))
+
+    async def verify_mfa(self, challenge_id: str, code: str) -> Any:
+        return await self._send(self._verify_mfa(challenge_id, code))
+
+    async def oidc_callback(self, body: dict[str, Any]) -> Any:
+        return await self._send(self._oidc_callback(body))
+
+    async def logout(self) -> Any:
+        return await self._send(self._logout())
+
+    async def create_token(
+        self, name: str, scopes: list[str] | None = None, expires_in_days: int | None = None
+    ) -> Any:
+        return await self._send(self._create_token(name, scopes, expires_in_days))
+
+    async def list_tokens(self) -> Any:
+        return (await self._send(self._list_tokens())).tokens
+
+    async def revoke_token(self, token_id: str) -> Any:
+        return await self._send(self._revoke_token(token_id))
 
     async def wait(self, job_id: str, poll_interval: float = 1.0, timeout: float | None = None) -> JobDetail:
         deadline = None if timeout is None else time.monotonic() + timeout
