@@ -30,6 +30,12 @@ COMMANDS: dict[str, Entry] = {
     "events": Entry("loomos.cli.events:events_app", "Query, tail and verify LoomDB events."),
     "compliance": Entry("loomos.cli.compliance:compliance_app", "Compliance reports from LoomDB."),
     "market": Entry("loomos.cli.market:market_app", "GPU offers, prices and cost estimates."),
+    "login": Entry(
+        "loomos.cli.auth:login_app", "Log in to LoomCtl (OIDC, or --username for a password).", group=False
+    ),
+    "logout": Entry("loomos.cli.auth:logout_app", "End the stored session and forget it.", group=False),
+    "whoami": Entry("loomos.cli.auth:whoami_app", "Who the current credentials belong to.", group=False),
+    "tokens": Entry("loomos.cli.auth:tokens_app", "Create, list and revoke your API tokens."),
     "config": Entry("loomos.cli.config:config_app", "Show the effective settings and where they come from."),
     "dev": Entry(
         "loomos.cli.dev:dev_app",
