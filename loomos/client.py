@@ -293,6 +293,9 @@ class _Base(_Calls):
 
         try:
             self._stored = credentials.load(self.endpoint)
+            dev = credentials.dev_stack_path() if self._stored is None else None
+            if dev is not None and dev.is_file():
+                self._stored = credentials.load(self.endpoint, dev)
         except credentials.CredentialsError as err:
             raise LoomOSError(None, str(err), bad_input=True) from err
         return self._stored.token if self._stored is not None else None

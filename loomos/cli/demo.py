@@ -72,7 +72,9 @@ def run_demo(spec_file: Path | None, *, keep: bool, console: Console) -> int:
                 f"UI {settings.ui_url}, LoomCtl {settings.api_url}[/]",
                 highlight=False,
             )
-            with LoomOSClient(settings.api_url) as client:
+            # The stack's dev admin (LoomCtl refuses anonymous requests, the demo's too).
+            token = stack.admin.token if stack.admin else None
+            with LoomOSClient(settings.api_url, token=token) as client:
                 submitted = client.submit(spec)
                 console.print(
                     f"submitted [bold]{escape(spec.name)}[/] as job [bold]{escape(submitted.job_id)}[/]",

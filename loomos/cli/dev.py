@@ -13,7 +13,7 @@ from loomos.cli.errors import console, reported_errors
 from loomos.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from loomos.devstack.stack import StackLayout
+    from loomos.devstack.stack import LocalStack, StackLayout
 
 dev_app = typer.Typer(add_completion=False)
 
@@ -39,6 +39,7 @@ def dev() -> None:
         try:
             stack.start(progress=lambda msg: console.print(f"[bold]loomos dev[/]: {msg}", highlight=False))
             _print_urls(settings, layout)
+            _print_login(stack)
             stack.wait(stop)
             console.print("[bold]loomos dev[/]: stopping", highlight=False)
         finally:
@@ -51,6 +52,21 @@ def dev() -> None:
 def _echo(service: str, line: str) -> None:
     style = PREFIX_STYLE.get(service, "white")
     console.print(f"[{style}]{service:>8} |[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
+def _print_login(stack: LocalStack) -> None:
+    admin = stack.admin
+    if admin is None:
+        return
+    role = "platform_admin" if admin.role_granted else "no role yet (authorization not installed)"
+    lines = [
+        f"  login            {escape(admin.username)} ({role}); password in {escape(str(admin.admin_file))}",
+        "                   this shell's loomos commands use the stack's API token "
+        f"({escape(str(admin.credentials_path))})",
+        f"                   or: loomos login -u {escape(admin.username)}",
+    ]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _print_urls(settings: Settings, layout: StackLayout) -> None:

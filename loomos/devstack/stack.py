@@ -34,6 +34,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSyste
 
 from loomos.devstack.binaries import temporal_cli
 from loomos.processes import spawn_tied_to_parent
+from loomos.security.authn.bootstrap import DevAdmin, bootstrap_dev_admin
 from loomos.settings import Settings
 from loomos.temporal.client import connect_temporal, ensure_search_attributes, search_attribute_definitions
 from loomos.temporal.names import CONTROL_TASK_QUEUE, node_task_queue
@@ -85,6 +86,9 @@ class StackLayout:
         # registering search attributes) must not use a Temporal Cloud profile or API key
         # configured on this machine, any more than its children do.
         self.settings = self.settings.for_local_dev_server()
+        # Dev mode for this stack and its children: a local admin and its token are made at
+        # start (loomos.security.authn.bootstrap); LoomCtl still refuses anonymous requests.
+        self.settings.security.authn.dev_bootstrap = True
 
     @property
     def log_dir(self) -> Path:
@@ -191,13 +195,14 @@ def plan_services(layout: StackLayout) -> list[Service]:
 
 class LocalStack:
     """Start with `start()` (or as a context manager), stop with `stop()`; `check()` raises
-    StackError when a service died on its own."""
+    StackError when a service died on its own. `admin` is the dev admin made at start."""
 
     def __init__(self, layout: StackLayout, interrupted: threading.Event | None = None) -> None:
         self.layout = layout
         self.services = plan_services(layout)
         self.interrupted = interrupted or threading.Event()
         self._stopping = False
+        self.admin: DevAdmin | None = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -221,6 +226,8 @@ class LocalStack:
         if s.temporal.db_file and self.layout.persistent:
             Path(s.temporal.db_file).parent.mkdir(parents=True, exist_ok=True)
         temporal, *workers, api = self.services
+        # Before LoomCtl starts: it finds the security tables migrated and the admin there.
+        self.admin = bootstrap_dev_admin(s, s.api_url, self.layout.state_dir)
 
         progress(f"starting the Temporal dev server on {s.temporal.address}")
         self._launch(temporal)

@@ -5,6 +5,9 @@ of loomos reads it).
     $LOOMOS_CREDENTIALS               else this file, if set
     ~/.config/loomos/credentials.json else this one ($XDG_CONFIG_HOME respected)
 
+    <state folder>/credentials.json   else the one `loomos dev` wrote (dev mode; the
+                                      folder of temporal.db_file, .loomos by default)
+
 The file maps each LoomCtl endpoint to its credential, so a token is only ever sent to the
 server that issued it. It is written with mode 0600 (created so, never widened afterwards),
 replaced atomically, and a file that others can read is refused rather than used.
@@ -44,6 +47,17 @@ def default_path() -> Path:
         return Path(explicit).expanduser()
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config_home) / "loomos" / "credentials.json"
+
+
+def dev_stack_path() -> Path | None:
+    """Where `loomos dev` (loomos.security.authn.bootstrap) leaves its admin's token."""
+    try:
+        from loomos.settings import ConfigError, load_settings
+
+        settings = load_settings()
+    except (ConfigError, OSError):
+        return None
+    return Path(settings.temporal.db_file or ".loomos/temporal.db").parent / "credentials.json"
 
 
 def _key(endpoint: str) -> str:
