@@ -37,6 +37,7 @@ COMMANDS: dict[str, Entry] = {
     "whoami": Entry("loomos.cli.auth:whoami_app", "Who the current credentials belong to.", group=False),
     "tokens": Entry("loomos.cli.auth:tokens_app", "Create, list and revoke your API tokens."),
     "config": Entry("loomos.cli.config:config_app", "Show the effective settings and where they come from."),
+    "keys": Entry("loomos.cli.keys:keys_app", "List and rotate the encryption keyring (never key material)."),
     "dev": Entry(
         "loomos.cli.dev:dev_app",
         "Run the embedded stack until Ctrl-C: Temporal, workers, LoomCtl.",
