@@ -93,7 +93,9 @@ def event_store(db_url: str) -> Iterator[EventStore]:
 
 
 @pytest.fixture
-def make_authn(engine: Engine, event_store: EventStore, clock: ManualClock) -> Iterator[Callable[..., Authenticator]]:
+def make_authn(
+    engine: Engine, event_store: EventStore, clock: ManualClock
+) -> Iterator[Callable[..., Authenticator]]:
     made: list[Authenticator] = []
 
     def make(settings: AuthnSettings | None = None, **kw: object) -> Authenticator:

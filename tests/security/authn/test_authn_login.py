@@ -10,7 +10,13 @@ import pytest
 from loomos.loomdb import EventStore
 from loomos.security.authn.audit import RequestContext
 from loomos.security.authn.authenticator import Authenticator, SessionGrant
-from loomos.security.authn.errors import AccountLocked, BadAuthnRequest, LoginFailed, NotAuthenticated, RateLimited
+from loomos.security.authn.errors import (
+    AccountLocked,
+    BadAuthnRequest,
+    LoginFailed,
+    NotAuthenticated,
+    RateLimited,
+)
 from loomos.security.authn.resolver import resolve
 from loomos.security.authn.settings import AuthnSettings
 from tests.security.authn.conftest import CTX, PASSWORD, ManualClock, audited
@@ -47,7 +53,9 @@ def test_wrong_password_or_unknown_user_answer_the_same(
     assert password not in str(event)
 
 
-def test_oversized_credentials_are_refused_before_hashing(authn: Authenticator, event_store: EventStore) -> None:
+def test_oversized_credentials_are_refused_before_hashing(
+    authn: Authenticator, event_store: EventStore
+) -> None:
     with pytest.raises(BadAuthnRequest):
         authn.login("alice", "x" * 1_000_000, CTX)
     with pytest.raises(BadAuthnRequest):
@@ -84,7 +92,9 @@ def test_unknown_usernames_lock_too(make_authn: Callable[..., Authenticator]) ->
         authn.login("ghost", "guess", CTX)
 
 
-def test_attempts_per_address_are_rate_limited(make_authn: Callable[..., Authenticator], event_store: EventStore) -> None:
+def test_attempts_per_address_are_rate_limited(
+    make_authn: Callable[..., Authenticator], event_store: EventStore
+) -> None:
     authn = make_authn(AuthnSettings(lockout={"attempts_per_minute": 3, "max_failures": 100}))
     for _ in range(3):
         with pytest.raises(LoginFailed):
@@ -134,7 +144,9 @@ def test_sessions_expire_and_slide(make_authn: Callable[..., Authenticator], clo
         resolve(fixed, grant.token, CTX)
 
 
-def test_the_oldest_session_goes_past_the_concurrent_limit(make_authn: Callable[..., Authenticator], clock: ManualClock) -> None:
+def test_the_oldest_session_goes_past_the_concurrent_limit(
+    make_authn: Callable[..., Authenticator], clock: ManualClock
+) -> None:
     authn = make_authn(AuthnSettings(sessions={"concurrent_sessions_limit": 2}))
     authn.accounts.create_local("alice", PASSWORD)
     first = login(authn)
