@@ -29,6 +29,7 @@ STATE_STYLE: dict[JobState, str] = {
     JobState.SUCCEEDED: "green",
     JobState.FAILED: "red",
     JobState.CANCELLED: "magenta",
+    JobState.REJECTED: "bold red",
 }
 
 

@@ -1,5 +1,6 @@
-"""A job's life as the job workflow records it: states, why attempts fail, the workflow's input,
-its status (the `status` query) and its result."""
+"""A job's life as the job workflow records it: states (SUBMITTED, then REJECTED by admission
+or QUEUED, RUNNING, ...), why attempts fail, the workflow's input, its status (the `status`
+query) and its result."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from loomos.models.admission import AdmissionDecision
 from loomos.models.spec import JobSpec
 from loomos.models.training import CheckpointRef, TrainingProgress
 
@@ -20,10 +22,12 @@ class JobState(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    # Admission refused it (permission, quota, cost limit): it never ran; `error` says why.
+    REJECTED = "REJECTED"
 
     @property
     def terminal(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.REJECTED)
 
 
 class FailureKind(StrEnum):
@@ -97,6 +101,8 @@ class JobStatus(BaseModel):
     error: str | None = None
     attempts: list[AttemptSummary] = Field(default_factory=list)
     history: list[StateChange] = Field(default_factory=list)
+    # What admission decided (None: not decided yet, or a job from before admission existed).
+    admission: AdmissionDecision | None = None
 
     def absorb(self, progress: TrainingProgress, *, only_forward: bool = False) -> None:
         """Fold what an attempt reported into the status.
