@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 
 from loomos.activities.training.failures import diagnose
 from loomos.activities.training.launch import (
+    checkpoint_encryption,
     checkpoint_location,
     invalid_job,
     rank_environment,
@@ -101,12 +102,13 @@ class TrainingActivities:
         validate_request(req, self.node_id, progress, self.settings.node)
         try:
             ckpt_dir = checkpoint_location(req, self.settings)
+            sealing = checkpoint_encryption(req, self.settings.security.crypto)
         except ValueError as exc:
             raise invalid_job(str(exc), progress) from None
 
         progress_path = attempt_progress_path(logs_root, req.job_id, req.attempt, req.node_rank)
         token = uuid.uuid4().hex
-        env = rank_environment(req, self.node_id, ckpt_dir, progress_path, token)
+        env = rank_environment(req, self.node_id, ckpt_dir, progress_path, token) | sealing
         cmd = torchrun_command(req, self.settings.node.cancel_grace_s)
         assert req.spec.working_directory is not None
 

@@ -20,8 +20,10 @@ from loomos.activities.training.processes import ENV_RUN_TOKEN
 from loomos.models.jobs import FailureKind
 from loomos.models.spec import RESERVED_ENV
 from loomos.models.training import TrainingProgress, TrainingRequest
+from loomos.security.crypto.settings import CryptoSettings
 from loomos.settings import NodeSettings, Settings
 from loomos.train import contract
+from loomos.train.encryption import CheckpointEncryption
 from loomos.train.stores import LocalCheckpointStore, open_store
 
 
@@ -124,6 +126,34 @@ def checkpoint_location(req: TrainingRequest, settings: Settings) -> str:
             f"checkpoint root ({settings.checkpoints.root})"
         )
     return str(store.directory)
+
+
+def checkpoint_encryption(req: TrainingRequest, crypto: CryptoSettings) -> dict[str, str]:
+    """The contract's encryption variables for a job with checkpoint_config.encryption_enabled
+    (none otherwise): the classification and where this node's keyring is, never a key.
+
+    Raises ValueError when the keyring cannot serve here (missing, unsafe mode, empty): better
+    now than at the first checkpoint, after the steps before it were trained for nothing.
+    """
+    if not req.spec.checkpoint_config.encryption_enabled:
+        return {}
+    from loomos.security.crypto.errors import CryptoError
+    from loomos.security.crypto.keys import key_provider_from_settings
+
+    try:
+        provider = key_provider_from_settings(crypto)
+        if not provider.keys():
+            raise ValueError(f"{provider.describe()} holds no keys (create one with `loomos keys rotate`)")
+    except CryptoError as exc:
+        raise ValueError(f"checkpoint encryption: {exc}") from None
+    return CheckpointEncryption(
+        classification=str(crypto.checkpoint_classification),
+        provider=crypto.key_provider,
+        key_file=str(provider.keyring.path),
+        kms_key_id=crypto.kms_key_id,
+        kms_region=crypto.kms_region,
+        kms_endpoint=crypto.kms_endpoint,
+    ).as_env()
 
 
 def torchrun_command(req: TrainingRequest, cancel_grace_s: float) -> list[str]:

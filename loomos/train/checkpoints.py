@@ -4,6 +4,10 @@
 N + 1 and no step is lost past it. Rank 0 writes (the state is the same on every rank, as DDP
 keeps it), keeps the max_checkpoints newest files and records each on the progress channel;
 every rank loads the newest file that loads, and the ranks check they loaded the same step.
+
+With encryption (checkpoint_config.encryption_enabled; loomos.train.encryption) rank 0 seals the
+file as torch.save writes it, and a file that does not authenticate, or is in plaintext, is
+skipped like a corrupt one; a key that is missing is an error, not a reason to start over.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from typing import Any
 
 from loomos.train.contract import EVENT_CHECKPOINT, EVENT_RESUMED
+from loomos.train.encryption import CheckpointCipher
 from loomos.train.progress import clean_metrics
 from loomos.train.state import get_state
 from loomos.train.stores import CheckpointStore, LocalCheckpointStore, checkpoint_name
@@ -33,22 +38,28 @@ def _is_weights_only_refusal(exc: BaseException) -> bool:
 
 
 def _load_newest(
-    store: CheckpointStore, map_location: Any, weights_only: bool
+    store: CheckpointStore, map_location: Any, weights_only: bool, cipher: CheckpointCipher | None = None
 ) -> tuple[int, str, dict[str, Any]] | None:
     import torch
+
+    from loomos.security.crypto.errors import KeyUnavailable
 
     for step, name in store.checkpoints():
         try:
             source = store.read(name)
-            obj = torch.load(
-                io.BytesIO(source) if isinstance(source, bytes) else source,
-                map_location=map_location,
-                weights_only=weights_only,
-            )
+            if cipher is None:
+                obj = torch.load(
+                    io.BytesIO(source) if isinstance(source, bytes) else source,
+                    map_location=map_location,
+                    weights_only=weights_only,
+                )
+            else:
+                with cipher.opened(source, name) as readable:
+                    obj = torch.load(readable, map_location=map_location, weights_only=weights_only)
         except FileNotFoundError:
             continue  # pruned between listing and loading
         except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError for bad files
-            if _is_weights_only_refusal(exc):
+            if _is_weights_only_refusal(exc) or isinstance(exc, KeyUnavailable):
                 raise
             print(f"loomos: skipping unreadable checkpoint {store.uri(name)}: {exc}", file=sys.stderr)
             continue
@@ -87,7 +98,7 @@ def load_latest_checkpoint(map_location: Any = None, *, weights_only: bool = Tru
     Rank 0 records {"event": "resumed", "step": N} on the progress channel.
     """
     st = get_state()
-    found = _load_newest(st.store, map_location, weights_only)
+    found = _load_newest(st.store, map_location, weights_only, st.cipher)
     step = found[0] if found else -1
     low, high = _step_range_over_ranks(step)
     if low != high:
@@ -128,7 +139,15 @@ def save_checkpoint(
     payload = dict(state)
     payload["step"] = int(step)
     name = checkpoint_name(int(step))
-    uri = st.store.write_atomic(name, lambda fh: torch.save(payload, fh))
+    cipher = st.cipher
+
+    def write(fh: Any) -> None:
+        if cipher.required:
+            cipher.seal(fh, name, lambda out: torch.save(payload, out))
+        else:
+            torch.save(payload, fh)
+
+    uri = st.store.write_atomic(name, write)
     _prune(st.store, st.ctx.max_checkpoints)
     if st.channel is not None:
         event: dict[str, Any] = {

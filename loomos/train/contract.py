@@ -22,6 +22,15 @@ ENV_CHECKPOINT_INTERVAL_STEPS = "LOOMOS_CHECKPOINT_INTERVAL_STEPS"
 ENV_CHECKPOINT_INTERVAL_MINUTES = "LOOMOS_CHECKPOINT_INTERVAL_MINUTES"
 ENV_MAX_CHECKPOINTS = "LOOMOS_MAX_CHECKPOINTS"
 ENV_PROGRESS_FILE = "LOOMOS_PROGRESS_FILE"
+# Encrypted checkpoints (checkpoint_config.encryption_enabled): the classification they are
+# sealed for (internal, confidential, restricted), and where the key is, by reference only:
+# the keyring file and, with aws-kms, the KMS key and endpoint. Never key bytes.
+ENV_CHECKPOINT_ENCRYPTION = "LOOMOS_CHECKPOINT_ENCRYPTION"
+ENV_KEY_PROVIDER = "LOOMOS_KEY_PROVIDER"
+ENV_KEY_FILE = "LOOMOS_KEY_FILE"
+ENV_KMS_KEY_ID = "LOOMOS_KMS_KEY_ID"
+ENV_KMS_REGION = "LOOMOS_KMS_REGION"
+ENV_KMS_ENDPOINT = "LOOMOS_KMS_ENDPOINT"
 
 EVENT_PROGRESS = "progress"
 EVENT_CHECKPOINT = "checkpoint"

@@ -13,6 +13,7 @@ import time
 
 from loomos.train.channel import ProgressChannel
 from loomos.train.context import Context, read_context
+from loomos.train.encryption import CheckpointCipher, CheckpointEncryption
 from loomos.train.stores import open_store
 
 
@@ -28,6 +29,8 @@ class _State:
         self.last_metrics: dict[str, float] = {}
         self.channel = ProgressChannel(ctx.progress_file) if ctx.progress_file and ctx.is_main else None
         self.store = open_store(ctx.checkpoint_dir)
+        # Seals and opens checkpoints when the node asked for encryption (LOOMOS_CHECKPOINT_ENCRYPTION).
+        self.cipher = CheckpointCipher(CheckpointEncryption.from_env(), ctx.job_id)
 
 
 _state: _State | None = None

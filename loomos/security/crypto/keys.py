@@ -136,7 +136,7 @@ class KeyringFile:
             )
         entries = doc.get("keys")
         if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
-            raise KeyFileError(f"{self.describe()}: \"keys\" must be a list of keys with ids")
+            raise KeyFileError(f'{self.describe()}: "keys" must be a list of keys with ids')
         return entries
 
     def save(self, entries: list[dict[str, Any]]) -> None:
@@ -178,7 +178,7 @@ def parse_created(entry: dict[str, Any], where: str) -> datetime:
     try:
         created = datetime.fromisoformat(str(entry["created"]).replace("Z", "+00:00"))
     except (KeyError, ValueError):
-        raise KeyFileError(f"{where}: key {entry.get('id')!r} has no valid \"created\" time") from None
+        raise KeyFileError(f'{where}: key {entry.get("id")!r} has no valid "created" time') from None
     return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
@@ -296,7 +296,7 @@ class LocalKeyProvider(KeyProvider):
 
     def _unwrap(self, entry: dict[str, Any]) -> bytes:
         if "secret" not in entry:
-            raise KeyFileError(f"{self.describe()}: key {entry['id']!r} has no \"secret\"")
+            raise KeyFileError(f'{self.describe()}: key {entry["id"]!r} has no "secret"')
         return unb64(str(entry["secret"]), f"{self.describe()}: key {entry['id']!r}")
 
     def _new_entry(self, key_id: str, created: datetime) -> tuple[dict[str, Any], bytes]:

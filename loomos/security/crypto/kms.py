@@ -77,7 +77,7 @@ class KmsKeyProvider(KeyProvider):
     def _unwrap(self, entry: dict[str, Any]) -> bytes:
         key_id = entry["id"]
         if "wrapped" not in entry:
-            raise KeyFileError(f"{self.keyring.describe()}: key {key_id!r} has no \"wrapped\" data key")
+            raise KeyFileError(f'{self.keyring.describe()}: key {key_id!r} has no "wrapped" data key')
         blob = unb64(str(entry["wrapped"]), f"{self.keyring.describe()}: key {key_id!r}")
         kwargs: dict[str, Any] = {"CiphertextBlob": blob, "EncryptionContext": self._context(key_id)}
         if entry.get("kms_key_id"):

@@ -90,8 +90,10 @@ def _secret_for(provider: Any, key_id: str, file_id: bytes) -> bytes:
     if provider is None:
         from loomos.security.crypto.errors import KeyUnavailable
 
-        raise KeyUnavailable(f"file id {file_id.decode(errors='replace')!r} is sealed under key {key_id!r}, "
-                             "and no key provider was given")
+        raise KeyUnavailable(
+            f"file id {file_id.decode(errors='replace')!r} is sealed under key {key_id!r}, "
+            "and no key provider was given"
+        )
     return provider.secret(key_id, context=f"file id {file_id.decode(errors='replace')!r}")
 
 
