@@ -166,6 +166,26 @@ def _loomos_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "loomos.cli", *args]
 
 
+def codec_endpoint(settings: Settings) -> str:
+    """LoomCtl's codec server, as the Temporal UI is given it (it appends /decode, /encode)."""
+    return f"{settings.api_url}/api/v1/codec"
+
+
+def ensure_dev_keyring(settings: Settings) -> str | None:
+    """With payload encryption on the embedded stack and a local keyring that does not exist yet,
+    create it (a dev stack starts on a fresh clone); returns the new key id, if one was made."""
+    crypto = settings.security.crypto
+    if not crypto.payload_encryption or crypto.key_provider != "local":
+        return None
+    from loomos.security.crypto.keys import key_provider_from_settings
+
+    provider = key_provider_from_settings(crypto)
+    if provider.keyring.exists():
+        return None
+    info, _ = provider.rotate()
+    return info.key_id
+
+
 def plan_services(layout: StackLayout) -> list[Service]:
     s = layout.settings
     logs = layout.log_dir
@@ -184,6 +204,10 @@ def plan_services(layout: StackLayout) -> list[Service]:
     # Registered at start on a fresh database; ensure_search_attributes covers an old one.
     for name, kind in search_attribute_definitions(s).items():
         temporal += ["--search-attribute", f"{name}={kind}"]
+    if s.security.crypto.payload_encryption:
+        # The UI shows payloads in clear through LoomCtl's codec endpoint (for a logged-in user
+        # with jobs:read); Temporal's own database holds only ciphertext.
+        temporal += ["--ui-codec-endpoint", codec_endpoint(s)]
     node_grace = s.node.cancel_grace_s + STOP_GRACE_S
     return [
         Service("temporal", temporal, logs / "temporal.log"),
@@ -225,6 +249,9 @@ class LocalStack:
                 Path(folder).mkdir(parents=True, exist_ok=True)
         if s.temporal.db_file and self.layout.persistent:
             Path(s.temporal.db_file).parent.mkdir(parents=True, exist_ok=True)
+        made = ensure_dev_keyring(s)
+        if made:
+            progress(f"created the payload keyring {s.security.crypto.key_file} (key {made})")
         temporal, *workers, api = self.services
         # Before LoomCtl starts: it finds the security tables migrated and the admin there.
         self.admin = bootstrap_dev_admin(s, s.api_url, self.layout.state_dir)

@@ -22,6 +22,7 @@ names its key before any dialling.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from pathlib import Path
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import HeaderCodecBehavior
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig, ClientConfigProfile, ClientConnectConfig
 from temporalio.service import TLSConfig
 
@@ -255,8 +258,32 @@ def temporal_connect_config(settings: Settings, env: Mapping[str, str] | None = 
     return temporal_connection(settings, env).config
 
 
+def data_converter(settings: Settings) -> DataConverter:
+    """pydantic's converter; with security.crypto.payload_encryption, every payload through
+    the keyring's encryption codec (loomos.security.crypto.codec), and failure messages and
+    stack traces moved into an encrypted payload too (a training log's tail may hold secrets)."""
+    crypto = settings.security.crypto
+    if not crypto.payload_encryption:
+        return pydantic_data_converter
+    from loomos.security.crypto.codec import EncryptionCodec
+    from loomos.security.crypto.keys import key_provider_from_settings
+
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(key_provider_from_settings(crypto)),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
 async def connect_temporal(settings: Settings) -> Client:
-    return await Client.connect(**temporal_connect_config(settings), data_converter=pydantic_data_converter)
+    """A client with LoomOS's data converter. With payload encryption, headers (the caller's
+    identity travels in them) go through the codec as well: HeaderCodecBehavior.CODEC, which
+    workers made from this client inherit."""
+    converter = data_converter(settings)
+    headers = HeaderCodecBehavior.CODEC if converter.payload_codec else HeaderCodecBehavior.NO_CODEC
+    return await Client.connect(
+        **temporal_connect_config(settings), data_converter=converter, header_codec_behavior=headers
+    )
 
 
 def search_attribute_definitions(settings: Settings) -> dict[str, str]:

@@ -26,7 +26,6 @@ from moto import mock_aws
 from temporalio.exceptions import ApplicationError
 
 from loomos import train as loom
-from loomos.activities.training import TrainingActivities
 from loomos.models.jobs import FailureKind
 from loomos.models.spec import JobSpec
 from loomos.models.training import TrainingProgress
@@ -34,11 +33,10 @@ from loomos.security.crypto.errors import KeyUnavailable
 from loomos.security.crypto.header import MAGIC, read_header
 from loomos.security.crypto.keys import open_key_provider
 from loomos.train import contract
-from tests.activities.test_training_activity import (
-    NODE,
+from tests.security.crypto.training import (
     demo_spec,
+    encrypting_settings,
     live_processes_of,
-    make_settings,
     new_job_id,
     progress_events,
     request,
@@ -185,25 +183,17 @@ def test_s3_checkpoints_are_sealed_under_a_kms_keyring(as_a_rank, tmp_path: Path
 # --- real torchrun runs through the node's training activity ----------------------------------
 
 
-def encrypting_settings(root: Path, keyring: Path, classification: str = "confidential"):  # type: ignore[no-untyped-def]
-    settings = make_settings(root)
-    settings.security.crypto.key_file = str(keyring)
-    settings.security.crypto.checkpoint_classification = classification  # type: ignore[assignment]
-    return settings
-
-
 @pytest.mark.e2e
 async def test_a_crashed_attempt_resumes_from_an_encrypted_checkpoint(
     tmp_path: Path, provider, keyring_path
 ) -> None:
     settings = encrypting_settings(tmp_path, keyring_path)
-    acts = TrainingActivities(settings, NODE)
     job_id = new_job_id("sealed")
     spec = demo_spec(["--steps", "40", "--crash-at-step", "25", "--crash-rank", "1"])
     spec.checkpoint_config.encryption_enabled = True
     assert "LOOMOS_KEY" not in spec.model_dump_json()  # the spec carries no key, no reference
 
-    err, _ = await run_training(acts, request(job_id, spec, attempt=1))
+    err = await run_training(settings, request(job_id, spec, attempt=1))
     assert isinstance(err, ApplicationError) and err.type == FailureKind.TRAINING_CRASHED.value, err
     ckpt_dir = Path(settings.checkpoints.root) / job_id
     files = sorted(ckpt_dir.iterdir())
@@ -212,7 +202,7 @@ async def test_a_crashed_attempt_resumes_from_an_encrypted_checkpoint(
         header, _ = read_header(io.BytesIO(path.read_bytes()))
         assert header.key_id == provider.current()[0] and header.algorithm.label == "AES-256-GCM"
 
-    result, _ = await run_training(acts, request(job_id, spec, attempt=2))
+    result = await run_training(settings, request(job_id, spec, attempt=2))
     assert isinstance(result, TrainingProgress), result
     assert result.resumed_from_step == 20 and result.step == 40
     resumed = progress_events(settings, job_id, 2)[0]
@@ -225,7 +215,7 @@ async def test_a_crashed_attempt_resumes_from_an_encrypted_checkpoint(
     data[-100] ^= 0x01
     newest.write_bytes(bytes(data))
     spec.args = ["--steps", "45"]
-    result, _ = await run_training(acts, request(job_id, spec, attempt=3))
+    result = await run_training(settings, request(job_id, spec, attempt=3))
     assert isinstance(result, TrainingProgress), result
     assert result.resumed_from_step == 30 and result.step == 45
     log_text = Path(result.log_path).read_text()
@@ -246,7 +236,7 @@ async def test_the_key_travels_by_reference_only(tmp_path: Path, provider, keyri
     settings = encrypting_settings(tmp_path, keyring_path, "restricted")
     spec = JobSpec(name="env", entrypoint="env.py", working_directory=str(work))
     spec.checkpoint_config.encryption_enabled = True
-    result, _ = await run_training(TrainingActivities(settings, NODE), request(new_job_id("env"), spec))
+    result = await run_training(settings, request(new_job_id("env"), spec))
     assert isinstance(result, TrainingProgress), result
     line = next(x for x in Path(result.log_path).read_text().splitlines() if x.startswith("ENV "))
     env = json.loads(line.removeprefix("ENV "))
@@ -257,6 +247,6 @@ async def test_the_key_travels_by_reference_only(tmp_path: Path, provider, keyri
     assert not any(k.startswith("LOOMOS_CRYPTO_") for k in env)  # the node's own settings stay its own
 
     os.chmod(keyring_path, 0o644)
-    err, _ = await run_training(TrainingActivities(settings, NODE), request(new_job_id("env"), spec))
+    err = await run_training(settings, request(new_job_id("env"), spec))
     assert isinstance(err, ApplicationError) and err.type == FailureKind.INVALID_JOB.value, err
     assert f"checkpoint encryption: key file {keyring_path} is readable by others" in err.message
