@@ -33,15 +33,24 @@ def settings_with(**overrides: object) -> Settings:
 def api(
     host: Annotated[str | None, typer.Option(help="Interface to listen on (api.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (api.port).")] = None,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="Serve HTTPS, TLS 1.3 only: certificate chain, PEM (api.tls_cert).")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="Its private key, PEM (api.tls_key).")] = None,
 ) -> None:
     import uvicorn
 
     from loomos.api.app import create_app
     from loomos.devstack.stack import StackError, port_is_free
+    from loomos.security.crypto.tls import TLSConfigError, uvicorn_tls_options
     from loomos.structured_logging import configure_logging
 
     with reported_errors():
-        settings = settings_with(api__host=host, api__port=port)
+        settings = settings_with(api__host=host, api__port=port, api__tls_cert=tls_cert, api__tls_key=tls_key)
+        try:
+            tls = uvicorn_tls_options(settings.api.tls_cert, settings.api.tls_key, settings.api.hsts)
+        except TLSConfigError as err:
+            raise ConfigError(str(err)) from None
         if not port_is_free(settings.api.host, settings.api.port):
             raise StackError(
                 f"api.port: port {settings.api.port} on {settings.api.host} is already in use "
@@ -50,5 +59,5 @@ def api(
         configure_logging(settings.logs.format)
         uvicorn.run(
             create_app(settings), host=settings.api.host, port=settings.api.port,
-            log_level="warning", log_config=None,
+            log_level="warning", log_config=None, **tls,
         )  # fmt: skip
