@@ -151,9 +151,7 @@ def test_kms_keys_are_data_keys_wrapped_by_kms(kms: Any, keyring_path: Path) -> 
     assert unseal(sealed, fresh) == b"checkpoint bytes"
 
 
-def test_kms_rotation_rewraps_older_keys_under_the_current_kms_key(
-    kms, keyring_path: Path
-) -> None:
+def test_kms_rotation_rewraps_older_keys_under_the_current_kms_key(kms, keyring_path: Path) -> None:
     old = kms.create_key()["KeyMetadata"]
     old_cmk = old["Arn"]
     first = kms_provider(keyring_path, old_cmk)
@@ -171,9 +169,7 @@ def test_kms_rotation_rewraps_older_keys_under_the_current_kms_key(
     assert read_header(io.BytesIO(seal(b"new", fresh)))[0].key_id == info.key_id
 
 
-def test_a_wrapped_key_moved_to_another_entry_does_not_unwrap(
-    kms, keyring_path: Path
-) -> None:
+def test_a_wrapped_key_moved_to_another_entry_does_not_unwrap(kms, keyring_path: Path) -> None:
     cmk = kms.create_key()["KeyMetadata"]["Arn"]
     provider = kms_provider(keyring_path, cmk)
     provider.rotate(now=datetime.now(UTC) - timedelta(seconds=5))
