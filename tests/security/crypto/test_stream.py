@@ -128,6 +128,11 @@ def test_compression_is_kept_only_when_it_pays(provider) -> None:
     assert len(out.getvalue()) - len(noise) < 40 * (RECORD.size + 16) + 200  # stored raw, no growth
     assert open_all(out.getvalue(), provider) == noise
 
+    for data, compressed in ((os.urandom(6 << 20), 0), (text * 40, 5)):  # 1 MiB chunks: sampled first
+        out = io.BytesIO()
+        info = encrypt_stream(io.BytesIO(data), out, provider, "f")
+        assert info.compressed_chunks == compressed and open_all(out.getvalue(), provider) == data
+
     mixed = noise[: 8 * CHUNK] + text[: 8 * CHUNK]  # pays later in the file: tried again, kept
     out = io.BytesIO()
     info = encrypt_stream(io.BytesIO(mixed), out, provider, "f", chunk_shift=SMALL)
