@@ -26,6 +26,7 @@ is why this module also turns payloads to and from the UI's JSON.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ from loomos.security.crypto.algorithms import NONCE_BYTES, Algorithm, aead, algo
 from loomos.security.crypto.errors import IntegrityError
 from loomos.security.crypto.settings import Classification
 
+log = logging.getLogger(__name__)
 ENCODING = b"binary/encrypted"
 META_KEY_ID = "encryption-key-id"
 META_CIPHER = "encryption-cipher"
@@ -84,10 +86,17 @@ class EncryptionCodec(PayloadCodec):
         now = time.monotonic()
         with self._lock:
             if self._current is None or now - self._checked > CURRENT_KEY_RECHECK_S:
-                if self._current is not None and self.provider.keyring.changed_since_load():
+                first = self._current is None
+                if not first and self.provider.keyring.changed_since_load():
                     self.provider.keys()  # reload: a rotation happened elsewhere
                 key_id, _ = self.provider.current()
                 self._current, self._checked = key_id, now
+                if first and self.provider.due_for_rotation():
+                    log.warning(
+                        "payload key %s is older than key_rotation_days (%d): run `loomos keys rotate`",
+                        key_id,
+                        self.provider.rotation.days,
+                    )
             return self._current
 
     async def _ready(self, key_ids: set[tuple[str, Algorithm]]) -> None:

@@ -83,6 +83,16 @@ async def test_tampered_and_unknown_key_payloads_are_refused(provider, tmp_path:
         await EncryptionCodec(other).decode([sealed])
 
 
+async def test_a_key_past_its_rotation_age_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = open_key_provider("local", tmp_path / "ring.json", rotation_days=30)
+    info, _ = old.rotate(now=datetime.now(UTC) - timedelta(days=31))
+    with caplog.at_level("WARNING", logger="loomos.security.crypto.codec"):
+        await EncryptionCodec(old).encode([plain("x")])
+    assert f"payload key {info.key_id} is older than key_rotation_days (30)" in caplog.text
+
+
 def test_the_data_converter_is_plain_unless_payload_encryption_is_on(keyring_path: Path) -> None:
     settings = Settings()
     assert data_converter(settings).payload_codec is None
