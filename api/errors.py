@@ -27,6 +27,12 @@ class InvalidInput(LoomCtlError):
     status_code = 400
 
 
+class Forbidden(LoomCtlError):
+    """Authenticated, but not allowed (403); the detail names what is missing and where."""
+
+    status_code = 403
+
+
 class NotFound(LoomCtlError):
     status_code = 404
 
