@@ -29,7 +29,7 @@ from temporalio.service import RPCError
 
 from loomos.api.body_limit import BodyLimit
 from loomos.api.errors import LoomCtlError
-from loomos.api.routers import auth, cluster, codec, compliance, events, health, jobs, marketplace
+from loomos.api.routers import admin, auth, cluster, codec, compliance, events, health, jobs, marketplace
 from loomos.api.services.temporal import UNREACHABLE_CODES, TemporalConnection, TemporalUnavailable
 from loomos.settings import Settings, load_settings
 
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     app.add_middleware(BodyLimit)
 
     app.include_router(health.router)
-    for resource in (jobs, cluster, events, compliance, marketplace, codec):
+    for resource in (jobs, cluster, events, compliance, marketplace, codec, admin):
         app.include_router(resource.router, prefix=API_PREFIX)
     app.include_router(auth.router, prefix=API_PREFIX)
     return app

@@ -1,6 +1,13 @@
 """JobWorkflow: one training job's whole life (`job-<job_id>`).
 
     SUBMITTED -> QUEUED -> RUNNING -> (RECOVERING -> QUEUED -> RUNNING)* -> SUCCEEDED | FAILED | CANCELLED
+    SUBMITTED -> REJECTED                  (admission refused it: it never runs)
+
+The first step is admission (the `admit_job` activity): the identity LoomCtl put in the
+workflow's headers is checked again for `jobs:create`, the datasets' classifications, and its
+roles' and team's quotas, and the job's share is reserved in the quota ledger. Each attempt's
+start and end are marked in the ledger (GPU-hours and cost accrue in between), and every way
+out (success, failure, cancellation, the runtime limit, rejection) releases the reservation.
 
 Each attempt asks the pool's scheduler for nodes, runs the training activity on each placed
 node's task queue, and releases the nodes when it ends. A failed attempt is retried per the
@@ -27,6 +34,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from loomos.models.admission import AdmissionDecision, AdmissionRelease, AdmissionRequest, UsageMark
     from loomos.models.audit import AuditBatch, AuditEvent
     from loomos.models.jobs import (
         AttemptSummary,
@@ -55,6 +63,7 @@ from loomos.workflows.scheduler_client import CONTROL_ACTIVITY_OPTIONS, Schedule
 MULTINODE_BASE_PORT = 29500
 # Behaviour added after histories were recorded: old histories replay without it.
 LIVE_CHECKPOINT_AUDIT = "live-checkpoint-audit"
+ADMISSION = "admission"
 
 
 class AttemptFailed(Exception):
@@ -100,16 +109,23 @@ class JobWorkflow:
         # (attempt, step) of the checkpoints already in the audit trail: a checkpoint is heard of
         # while the attempt runs and again in its result, and must be recorded once.
         self._checkpoints_audited: set[tuple[int, int]] = set()
+        # Whether this run admits, marks usage and releases (workflow.patched(ADMISSION)).
+        self._admission = False
+        self._released = False
 
     # --- the lifecycle -----------------------------------------------------------------------
 
     @workflow.run
     async def run(self, job: JobWorkflowInput) -> JobResult:
-        self._audit(
-            "job.submitted", spec=self.spec.model_dump(mode="json", exclude={"environment_variables"})
-        )
-        await self._flush_audit()
+        self._admission = workflow.patched(ADMISSION)
+        if not self._admission:
+            self._audit_submitted()
+            await self._flush_audit()
         try:
+            if self._admission:
+                decision = await self._admit()
+                if not decision.admitted:
+                    return await self._finish(JobState.REJECTED, f"rejected: {decision.reason}")
             while True:
                 self.status.attempt += 1
                 placement = await self._acquire_placement()
@@ -142,6 +158,59 @@ class JobWorkflow:
                 await self._end_attempt(self._placement, self._stop_progress, "cancelled", None)
             await self._finish(JobState.CANCELLED, "cancelled by request")
             raise
+
+    def _audit_submitted(self) -> None:
+        self._audit(
+            "job.submitted", spec=self.spec.model_dump(mode="json", exclude={"environment_variables"})
+        )
+
+    async def _admit(self) -> AdmissionDecision:
+        """Admission, before anything else happens (the identity is in this workflow's headers;
+        the activity reads it there). Recorded with the submission in one audit batch."""
+        decision = await workflow.execute_activity_method(
+            ControlActivities.admit_job,
+            AdmissionRequest(
+                job_id=self.job.job_id,
+                workflow_id=self.workflow_id,
+                spec=self.spec,
+                submitted_at=self.job.submitted_at,
+            ),
+            **CONTROL_ACTIVITY_OPTIONS,
+        )
+        self.status.admission = decision
+        # The decision itself is in LoomDB already (security.access.* events, written by the
+        # activity); a rejected job's job.submitted goes out with its job.rejected.
+        self._audit_submitted()
+        if decision.admitted:
+            await self._flush_audit()
+        return decision
+
+    async def _mark_usage(self, event: str, placement: Placement) -> None:
+        """Tell the quota ledger an attempt started or stopped running (GPU-hours accrue)."""
+        if not self._admission:
+            return
+        await workflow.execute_activity_method(
+            ControlActivities.record_job_usage,
+            UsageMark(
+                workflow_id=self.workflow_id,
+                attempt=self.status.attempt,
+                event=event,  # type: ignore[arg-type]
+                at=workflow.now(),
+                gpus=sum(node.slots for node in placement.nodes),
+                price_per_gpu_hour=placement.master.price_per_slot_hour,
+            ),
+            **CONTROL_ACTIVITY_OPTIONS,
+        )
+
+    async def _release_admission(self, reason: str) -> None:
+        if not self._admission or self._released:
+            return
+        self._released = True
+        await workflow.execute_activity_method(
+            ControlActivities.release_admission,
+            AdmissionRelease(workflow_id=self.workflow_id, reason=reason, at=workflow.now()),
+            **CONTROL_ACTIVITY_OPTIONS,
+        )
 
     async def _acquire_placement(self) -> Placement | None:
         self._set_state(JobState.QUEUED)
@@ -184,6 +253,7 @@ class JobWorkflow:
         )
         self._audit("job.started", attempt=self.status.attempt, nodes=self.status.nodes)
         await self._flush_audit()
+        await self._mark_usage("started", placement)
         return placement
 
     async def _run_attempt(self, placement: Placement) -> TrainingProgress:
@@ -359,6 +429,7 @@ class JobWorkflow:
         await self.scheduler.release(self.job.job_id, self.status.attempt)
         self._placement = None
         await self._flush_audit()
+        await self._mark_usage("ended", placement)
 
     async def _finish(self, state: JobState, error: str | None) -> JobResult:
         self.status.finished_at = workflow.now()
@@ -371,6 +442,7 @@ class JobWorkflow:
             JobState.SUCCEEDED: "job.succeeded",
             JobState.FAILED: "job.failed",
             JobState.CANCELLED: "job.cancelled",
+            JobState.REJECTED: "job.rejected",
         }[state]
         self._audit(
             event,
@@ -381,6 +453,8 @@ class JobWorkflow:
             last_checkpoint=self.status.last_checkpoint.uri if self.status.last_checkpoint else None,
         )
         await self._flush_audit()
+        # Every way out ends here: the job's reservation goes (a rejected job held none).
+        await self._release_admission(state.value.lower())
         return self.result()
 
     # --- signals and queries -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Cluster: a pool's nodes, their slot usage and its placement queue."""
+"""Cluster: a pool's nodes, their slot usage and its placement queue (cluster:read)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query
 
 from loomos.api.deps import QueryTimeoutDep, TemporalDep
 from loomos.api.patterns import POOL_PATTERN
+from loomos.api.permissions import requires
 from loomos.api.services import cluster
+from loomos.models.permissions import Permission
 from loomos.models.scheduler import ClusterSnapshot
 
 router = APIRouter(prefix="/cluster", tags=["cluster"])
@@ -19,6 +21,7 @@ router = APIRouter(prefix="/cluster", tags=["cluster"])
     response_model=ClusterSnapshot,
     summary="Nodes, slot usage and queue of one pool",
     responses={404: {"description": "no such pool (no node of it has registered)"}},
+    **requires(Permission.CLUSTER_READ),
 )
 async def cluster_status(
     temporal: TemporalDep,

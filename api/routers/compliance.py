@@ -1,4 +1,4 @@
-"""Compliance reports from LoomDB's access events."""
+"""Compliance reports from LoomDB's access events (security:audit)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from loomos.api.deps import StoreDep
+from loomos.api.permissions import requires
 from loomos.api.services import events
+from loomos.models.permissions import Permission
 
 router = APIRouter(prefix="/compliance", tags=["compliance"])
 
@@ -18,6 +20,7 @@ router = APIRouter(prefix="/compliance", tags=["compliance"])
     "/report",
     response_model=None,
     summary="Access audit for [start, end): who did what, denials, data access by classification",
+    **requires(Permission.SECURITY_AUDIT),
 )
 async def get_compliance_report(
     store: StoreDep,

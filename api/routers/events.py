@@ -1,5 +1,9 @@
 """LoomDB events: query, stream (Server-Sent Events), append custom events.
 
+Reading and following events is security:audit: the trail holds every user's actions. Appending
+is security:admin: the trail is evidence (security.*, cost.recorded that cost limits count,
+job.*), so writing into it is an administrator's act, not a team member's.
+
 The store is the app's (loomos.api.deps.get_event_store). Errors answer `{"detail": ...}`:
 400 for a malformed query, filter, cursor or position; 409 for an expected-version conflict;
 422 for an event that fails its schema (detail lists every violation).
@@ -14,8 +18,10 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette.sse import EventSourceResponse
 
 from loomos.api.deps import StoreDep
+from loomos.api.permissions import requires
 from loomos.api.services import events
 from loomos.models.api import AppendRequest, AppendResponse, EventPage
+from loomos.models.permissions import Permission
 
 router = APIRouter(prefix="/events", tags=["events"])
 
@@ -23,7 +29,9 @@ EventTypes = Annotated[list[str], Query(description="exact type or prefix like d
 Filters = Annotated[list[str], Query(description="PATH OP VALUE, e.g. data.gpu_count >= 4")]
 
 
-@router.get("", response_model=EventPage, summary="Query LoomDB events (paged)")
+@router.get(
+    "", response_model=EventPage, summary="Query LoomDB events (paged)", **requires(Permission.SECURITY_AUDIT)
+)
 def list_events(
     store: StoreDep,
     event_type: EventTypes = [],  # noqa: B006
@@ -53,7 +61,11 @@ def list_events(
     return events.query_events(store, q)
 
 
-@router.get("/stream", summary="Follow LoomDB events as Server-Sent Events (resumable)")
+@router.get(
+    "/stream",
+    summary="Follow LoomDB events as Server-Sent Events (resumable)",
+    **requires(Permission.SECURITY_AUDIT),
+)
 async def stream_events(
     request: Request,
     store: StoreDep,
@@ -70,6 +82,12 @@ async def stream_events(
     return EventSourceResponse(events.follow_events(store, q, position, request.is_disconnected), ping=15)
 
 
-@router.post("", status_code=201, response_model=AppendResponse, summary="Append a custom event")
+@router.post(
+    "",
+    status_code=201,
+    response_model=AppendResponse,
+    summary="Append a custom event",
+    **requires(Permission.SECURITY_ADMIN),
+)
 async def append_event(body: AppendRequest, store: StoreDep) -> AppendResponse:
     return await events.append_event(store, body)

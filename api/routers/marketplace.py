@@ -2,6 +2,10 @@
 
 Bad query values get 400 with a `detail` naming the filter; a malformed JobSpec gets FastAPI's
 422 with field paths. An infeasible request is not an error: 200 with `feasible: false`.
+
+Every route needs cluster:read: prices and capacity are facts about where jobs can run (what a
+data scientist reads before submitting), and an estimate starts nothing, so jobs:create would
+be too much and jobs:read (other people's jobs) beside the point.
 """
 
 from __future__ import annotations
@@ -10,14 +14,21 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
+from loomos.api.permissions import requires
 from loomos.api.services import marketplace
 from loomos.models.api import EstimateResponse, OffersResponse
+from loomos.models.permissions import Permission
 from loomos.models.spec import JobSpec
 
 router = APIRouter(prefix="/marketplace", tags=["marketplace"])
 
 
-@router.get("/offers", response_model=OffersResponse, summary="GPU offers matching the filters")
+@router.get(
+    "/offers",
+    response_model=OffersResponse,
+    summary="GPU offers matching the filters",
+    **requires(Permission.CLUSTER_READ),
+)
 def list_offers(
     gpu: Annotated[str | None, Query(description="H100, A100 (both sizes), A100-80GB, L4, ...")] = None,
     count: Annotated[
@@ -33,7 +44,10 @@ def list_offers(
 
 
 @router.post(
-    "/estimate", response_model=EstimateResponse, summary="Ranked placements and costs for a JobSpec"
+    "/estimate",
+    response_model=EstimateResponse,
+    summary="Ranked placements and costs for a JobSpec",
+    **requires(Permission.CLUSTER_READ),
 )
 def estimate(
     spec: JobSpec,
@@ -49,6 +63,10 @@ def estimate(
     return marketplace.estimate(spec, top, pricing, weights)
 
 
-@router.get("/catalog", summary="Where prices come from: providers, as-of dates, sources")
+@router.get(
+    "/catalog",
+    summary="Where prices come from: providers, as-of dates, sources",
+    **requires(Permission.CLUSTER_READ),
+)
 def catalog_metadata() -> dict[str, Any]:
     return marketplace.catalog_metadata()

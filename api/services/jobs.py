@@ -5,6 +5,9 @@ search attributes JobWorkflow keeps current), so it costs one call however many 
 are; reading one job asks its workflow (the `status` query) and merges the live heartbeat of
 its running training activity, which is fresher than the workflow's own view. A finished job
 whose workflow no worker can replay is rebuilt from its history instead.
+
+Who may see and change which job is loomos.api.services.job_access; the caller's identity goes
+into the job workflow's Temporal headers (loomos.temporal.identity), where admission reads it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from loomos.api.errors import (
     ServiceUnavailable,
     UpstreamFailed,
 )
+from loomos.api.services import job_access
 from loomos.api.services.temporal import (
     QueryTimedOut,
     WorkflowGone,
@@ -46,11 +50,14 @@ from loomos.api.services.temporal import (
 from loomos.models.api import CancelResponse, JobDetail, JobList, JobSummary, SubmitResponse
 from loomos.models.input_limits import MAX_SPEC_BYTES
 from loomos.models.jobs import JobResult, JobState, JobStatus, JobWorkflowInput
+from loomos.models.permissions import Permission
 from loomos.models.spec import JobSpec
 from loomos.models.training import LogsRequest, LogsResult, TrainingProgress
+from loomos.security.authz.access import Authorized
 from loomos.settings import Settings
 from loomos.temporal import names
 from loomos.temporal import search_attributes as sa
+from loomos.temporal.identity import acting_as, with_identity_header
 from loomos.workflows.job import JobWorkflow
 from loomos.workflows.logs import FetchLogsWorkflow
 
@@ -66,8 +73,10 @@ CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
 # --- submit ----------------------------------------------------------------------------------
 
 
-async def submit_job(client: Client, settings: Settings, spec: JobSpec) -> SubmitResponse:
-    """Start the job's workflow; its id is `<spec.name>-<8 random hex>`."""
+async def submit_job(client: Client, settings: Settings, spec: JobSpec, caller: Authorized) -> SubmitResponse:
+    """Start the job's workflow as the caller; its id is `<spec.name>-<8 random hex>`."""
+    spec = job_access.as_caller(spec, caller)
+    client = with_identity_header(client)
     size = len(spec.model_dump_json())
     if size > MAX_SPEC_BYTES:
         # Temporal would refuse the workflow's input (2 MB) or warn on every task (256 KB):
@@ -80,14 +89,15 @@ async def submit_job(client: Client, settings: Settings, spec: JobSpec) -> Submi
         job_id = f"{spec.name}-{secrets.token_hex(4)}"
         workflow_id = names.job_workflow_id(job_id)
         try:
-            await client.start_workflow(
-                JobWorkflow.run,
-                JobWorkflowInput(job_id=job_id, spec=spec, submitted_at=submitted_at),
-                id=workflow_id,
-                task_queue=names.CONTROL_TASK_QUEUE,
-                search_attributes=sa.for_job(spec),
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            )
+            with acting_as(caller.identity):
+                await client.start_workflow(
+                    JobWorkflow.run,
+                    JobWorkflowInput(job_id=job_id, spec=spec, submitted_at=submitted_at),
+                    id=workflow_id,
+                    task_queue=names.CONTROL_TASK_QUEUE,
+                    search_attributes=sa.for_job(spec),
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                )
         except WorkflowAlreadyStartedError:
             continue
         except RPCError as err:
@@ -202,8 +212,10 @@ async def list_jobs(
     team: str | None,
     pool: str | None,
     limit: int,
+    caller: Authorized,
 ) -> JobList:
-    """Jobs matching the filters, newest first, from visibility alone."""
+    """Jobs matching the filters that the caller may see, newest first, from visibility alone."""
+    team = job_access.list_scope(caller, team)
     query = build_list_query(states, user, team, pool)
     jobs: list[JobSummary] = []
     try:
@@ -275,11 +287,12 @@ async def _status_from_history(
 
 
 async def job_status(
-    client: Client, job_id: str, query_timeout: timedelta
+    client: Client, job_id: str, query_timeout: timedelta, caller: Authorized
 ) -> tuple[JobStatus, WorkflowExecutionDescription]:
     """The job workflow's own status (rebuilt from history when it closed and no worker can
     replay it), with the state corrected for workflows closed from outside."""
     handle, desc = await _describe(client, job_id)
+    job_access.require_job(caller, Permission.JOBS_READ, job_id, desc.typed_search_attributes.get(sa.TEAM))
     running = desc.status == WorkflowExecutionStatus.RUNNING
     timeout = query_timeout if running else min(query_timeout, CLOSED_QUERY_TIMEOUT)
     try:
@@ -330,9 +343,11 @@ async def _live_progress(
     return best
 
 
-async def get_job(client: Client, settings: Settings, job_id: str, query_timeout: timedelta) -> JobDetail:
+async def get_job(
+    client: Client, settings: Settings, job_id: str, query_timeout: timedelta, caller: Authorized
+) -> JobDetail:
     """The job's status, with the running attempt's live heartbeat folded in."""
-    status, desc = await job_status(client, job_id, query_timeout)
+    status, desc = await job_status(client, job_id, query_timeout, caller)
     updated_at = None
     if status.state == JobState.RUNNING:
         live = await _live_progress(client, desc, status.attempt)
@@ -346,9 +361,10 @@ async def get_job(client: Client, settings: Settings, job_id: str, query_timeout
     )
 
 
-async def cancel_job(client: Client, job_id: str) -> CancelResponse:
+async def cancel_job(client: Client, job_id: str, caller: Authorized) -> CancelResponse:
     """Ask the job to stop: it checkpoints, then ends CANCELLED. Conflict once it finished."""
     handle, desc = await _describe(client, job_id)
+    job_access.require_job(caller, Permission.JOBS_DELETE, job_id, desc.typed_search_attributes.get(sa.TEAM))
     state = effective_state(desc.typed_search_attributes.get(sa.STATUS), desc.status)
     # A job reaches its final state a moment before its workflow closes (it still records the
     # outcome); either means there is nothing left to cancel.
@@ -375,10 +391,11 @@ async def read_job_log(
     node: str | None,
     tail_bytes: int,
     query_timeout: timedelta,
+    caller: Authorized,
 ) -> LogsResult:
     """The tail of an attempt's log (default: the latest attempt, its first node), read on the
     node that ran it through the log workflow."""
-    status, _ = await job_status(client, job_id, query_timeout)
+    status, _ = await job_status(client, job_id, query_timeout, caller)
     ran = [a for a in status.attempts if a.nodes]
     if not ran:
         raise NotFound(f"job {job_id} has not run an attempt on a node yet (state {status.state.value})")

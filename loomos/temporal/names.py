@@ -51,6 +51,10 @@ RECORD_AUDIT_EVENTS = "record_audit_events"
 RUN_TRAINING = "run_training"
 READ_TRAINING_LOG = "read_training_log"
 READ_TRAINING_PROGRESS = "read_training_progress"
+# admission and the quota ledger (loomos.activities.admission)
+ADMIT_JOB = "admit_job"
+RECORD_JOB_USAGE = "record_job_usage"
+RELEASE_ADMISSION = "release_admission"
 
 # --- signals and queries -------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from loomos.models.training import CheckpointRef, TrainingProgress, TrainingRequ
 from loomos.temporal import search_attributes as sa
 from loomos.temporal.names import node_task_queue
 from tests.helpers.api_harness import AuditSink, ScriptedNode, control_worker, eventually, node_worker
+from tests.helpers.authz import authenticated
 from tests.helpers.temporal_servers import IDLE_NAMESPACE, settings_for, start_dev_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,7 +47,7 @@ class Stack:
 async def stack(dev_server: WorkflowEnvironment) -> AsyncIterator[Stack]:
     node = ScriptedNode("api-node-1")
     async with control_worker(dev_server.client, AuditSink()), node_worker(dev_server.client, node):
-        app = create_app(settings_for(dev_server.client), dev_server.client)
+        app = authenticated(create_app(settings_for(dev_server.client), dev_server.client))
         app.state.query_timeout = timedelta(seconds=5)
         yield Stack(dev_server, node, app)
 
@@ -301,7 +302,7 @@ async def test_cluster_status(http: httpx.AsyncClient) -> None:
 
 
 async def test_no_control_worker_is_503_not_a_hang(stack: Stack) -> None:
-    app = create_app(settings_for(stack.env.client, namespace=IDLE_NAMESPACE))
+    app = authenticated(create_app(settings_for(stack.env.client, namespace=IDLE_NAMESPACE)))
     app.state.query_timeout = timedelta(seconds=1)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://loomctl") as http:
         # Submitting needs no worker: the job waits in Temporal until one polls.
@@ -388,7 +389,7 @@ async def test_logs_from_a_node_that_is_gone_is_503(stack: Stack, http: httpx.As
 
 
 async def test_unknown_namespace_is_a_configuration_error_not_404(stack: Stack) -> None:
-    app = create_app(settings_for(stack.env.client, namespace="no-such-namespace"))
+    app = authenticated(create_app(settings_for(stack.env.client, namespace="no-such-namespace")))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://loomctl") as http:
         r = await http.get("/api/v1/jobs/mnist-0badc0de")
         assert r.status_code == 503
@@ -401,7 +402,7 @@ async def test_namespace_without_loomos_search_attributes_is_503() -> None:
     """A Temporal started without LoomOS's search attributes (not through `loomos dev`)."""
     bare = await start_dev_server(search_attributes=False)
     try:
-        app = create_app(settings_for(bare.client), bare.client)
+        app = authenticated(create_app(settings_for(bare.client), bare.client))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://loomctl") as http:
             for r in (await http.post("/api/v1/jobs", json=spec("x")), await http.get("/api/v1/jobs?user=a")):
                 assert r.status_code == 503, r.text

@@ -21,6 +21,7 @@ from loomos.models.jobs import JobState, JobStatus
 from loomos.models.training import CheckpointRef, TrainingProgress
 from loomos.settings import Settings
 from tests.helpers.api_harness import free_port
+from tests.helpers.authz import authenticated
 
 GOOD_SPEC: dict[str, Any] = {"name": "mnist", "entrypoint": "train.py"}
 
@@ -32,7 +33,7 @@ def unreachable_address() -> str:
 
 @pytest.fixture
 def app(unreachable_address: str) -> FastAPI:
-    return create_app(Settings.model_validate({"temporal": {"address": unreachable_address}}))
+    return authenticated(create_app(Settings.model_validate({"temporal": {"address": unreachable_address}})))
 
 
 @pytest.fixture

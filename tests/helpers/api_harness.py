@@ -4,6 +4,8 @@ uvicorn on a free port (for the synchronous SDK and the CLI, which speak real HT
 
 Only what sits behind a node's task queue (training, reading a log) and LoomDB's audit sink
 are scripted here; everything between the HTTP request and those is the production code.
+LoomCtl answers every request as the test administrator (tests.helpers.authz), whose identity
+also travels to the job workflows it starts; admission runs for real on a database of its own.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ from loomos.models.scheduler import NodeInfo
 from loomos.models.training import LogsRequest, LogsResult, ProgressRequest, TrainingProgress, TrainingRequest
 from loomos.settings import Settings
 from loomos.temporal import names
+from loomos.temporal.identity import IdentityInterceptor
 from loomos.temporal.names import CONTROL_TASK_QUEUE, node_task_queue
 from loomos.workers.node import keep_registered
 from loomos.workflows.job import JobWorkflow
 from loomos.workflows.logs import FetchLogsWorkflow
 from loomos.workflows.scheduler import SchedulerWorkflow
+from tests.helpers.authz import AdmissionHarness, authenticated
 from tests.helpers.temporal_servers import settings_for, start_dev_server
 
 
@@ -123,14 +127,19 @@ class ScriptedNode:
 
 @contextlib.asynccontextmanager
 async def control_worker(client: Client, audit: AuditSink) -> AsyncIterator[Worker]:
+    admission = AdmissionHarness()
     worker = Worker(
         client,
         task_queue=CONTROL_TASK_QUEUE,
         workflows=[JobWorkflow, SchedulerWorkflow, FetchLogsWorkflow],
-        activities=[request_placement, audit.record_audit_events],
+        activities=[request_placement, audit.record_audit_events, *admission.activities],
+        interceptors=[IdentityInterceptor()],
     )
-    async with worker:
-        yield worker
+    try:
+        async with worker:
+            yield worker
+    finally:
+        admission.close()
 
 
 @contextlib.asynccontextmanager
@@ -170,7 +179,7 @@ def serve_api(settings: Settings) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(settings)
+    app = authenticated(create_app(settings))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
@@ -246,9 +255,8 @@ class LoomOSInThread:
                 sock = socket.socket()
                 sock.bind(("127.0.0.1", 0))
                 self.endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
-                server = uvicorn.Server(
-                    uvicorn.Config(create_app(settings_for(self.env.client)), log_level="warning")
-                )
+                app = authenticated(create_app(settings_for(self.env.client)))
+                server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
                 serving = asyncio.create_task(server.serve(sockets=[sock]))
                 while not server.started and not serving.done():
                     await asyncio.sleep(0.02)

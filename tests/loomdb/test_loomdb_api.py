@@ -17,11 +17,12 @@ from fastapi.testclient import TestClient
 from loomos.api.app import create_app
 from loomos.loomdb import NewEvent
 from loomos.settings import Settings
+from tests.helpers.authz import authenticated
 
 
 @pytest.fixture
 def app(store, tmp_path):
-    app = create_app(Settings())
+    app = authenticated(create_app(Settings()))
     app.state.loomdb = store
     return app
 
@@ -182,7 +183,7 @@ def test_compliance_report(client, store):
 
 
 def test_store_opens_lazily_from_settings(tmp_path):
-    app = create_app(Settings(loomdb={"url": f"sqlite:///{tmp_path}/lazy.sqlite"}))
+    app = authenticated(create_app(Settings(loomdb={"url": f"sqlite:///{tmp_path}/lazy.sqlite"})))
     with TestClient(app) as c:
         assert c.get("/api/v1/events").json() == {"events": [], "next_cursor": None}
     assert app.state.loomdb.dialect == "sqlite"
@@ -192,7 +193,7 @@ def test_store_opens_lazily_from_settings(tmp_path):
 def test_unavailable_store_is_a_503(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    app = create_app(Settings(loomdb={"url": f"sqlite:///{blocker}/sub/db.sqlite"}))
+    app = authenticated(create_app(Settings(loomdb={"url": f"sqlite:///{blocker}/sub/db.sqlite"})))
     with TestClient(app) as c:
         r = c.get("/api/v1/events")
     assert r.status_code == 503 and "unavailable" in r.json()["detail"]

@@ -9,11 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loomos.api.app import create_app
+from tests.helpers.authz import authenticated
 
 
 @pytest.fixture
 def client() -> TestClient:
-    return TestClient(create_app())
+    return TestClient(authenticated(create_app()))
 
 
 def job(**kw: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from loomos.api.app import create_app
 from loomos.models import input_limits as limits
 from loomos.models.spec import SpecError, load_spec, parse_spec
 from loomos.temporal import names
+from tests.helpers.authz import authenticated
 from tests.helpers.temporal_servers import settings_for
 
 GOOD: dict[str, Any] = {"name": "hostile", "entrypoint": "train.py"}
@@ -126,7 +127,7 @@ def test_oversized_spec_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def http(dev_server: WorkflowEnvironment) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(dev_server.client), dev_server.client)
+    app = authenticated(create_app(settings_for(dev_server.client), dev_server.client))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://loomctl") as client:
         yield client
 

@@ -1,8 +1,9 @@
 """JobWorkflow + SchedulerWorkflow on Temporal's time-skipping test server.
 
-The workflows, the scheduler and the placement activity are the real ones; only the node's
-training activity and LoomDB's audit sink are replaced by scripted activities, so that retry
-backoff, cancellation and failure classification can be checked in seconds.
+The workflows, the scheduler, the placement and admission activities are the real ones; only
+the node's training activity and LoomDB's audit sink are replaced by scripted activities, so that
+retry backoff, cancellation and failure classification can be checked in seconds. Jobs are
+started as LoomCtl starts them: with an administrator's identity in their headers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from loomos.models.training import (
 )
 from loomos.temporal import names
 from loomos.temporal import search_attributes as sa
+from loomos.temporal.identity import IdentityInterceptor
 from loomos.temporal.names import (
     CHECKPOINTS_SAVED,
     CONTROL_TASK_QUEUE,
@@ -45,6 +47,7 @@ from loomos.workflows.job import JobWorkflow
 from loomos.workflows.logs import FetchLogsWorkflow
 from loomos.workflows.scheduler import SchedulerWorkflow
 from tests.helpers import HISTORIES
+from tests.helpers.authz import TEST_ADMIN, AdmissionHarness, start_as
 
 
 @pytest.fixture
@@ -95,8 +98,9 @@ def make_spec(pool: str, **overrides: object):
 
 
 @pytest.fixture
-async def harness(env: WorkflowEnvironment) -> AsyncIterator[tuple[Harness, list[Node]]]:
+async def harness(env: WorkflowEnvironment, tmp_path) -> AsyncIterator[tuple[Harness, list[Node]]]:
     pool = f"p{uuid.uuid4().hex[:8]}"
+    admission = AdmissionHarness(tmp_path)
     h = Harness(env.client, pool)
     nodes = [Node(f"{pool}-a"), Node(f"{pool}-b")]
     for n in nodes:
@@ -148,7 +152,8 @@ async def harness(env: WorkflowEnvironment) -> AsyncIterator[tuple[Harness, list
             env.client,
             task_queue=CONTROL_TASK_QUEUE,
             workflows=[JobWorkflow, SchedulerWorkflow, FetchLogsWorkflow],
-            activities=[request_placement, record_audit_events],
+            activities=[request_placement, record_audit_events, *admission.activities],
+            interceptors=[IdentityInterceptor()],
         ),
         *[
             Worker(
@@ -166,6 +171,7 @@ async def harness(env: WorkflowEnvironment) -> AsyncIterator[tuple[Harness, list
             await announce_node(env.client, n.info)
         yield h, nodes
     await env.client.get_workflow_handle(scheduler_workflow_id(pool)).terminate()
+    admission.close()
 
 
 class contextlib_nested:
@@ -183,7 +189,9 @@ class contextlib_nested:
 
 async def submit(h: Harness, spec, heartbeat_timeout_s: float = 30) -> tuple[str, object]:
     job_id = f"{spec.name}-{uuid.uuid4().hex[:8]}"
-    handle = await h.client.start_workflow(
+    handle = await start_as(
+        h.client,
+        TEST_ADMIN,
         JobWorkflow.run,
         JobWorkflowInput(
             job_id=job_id,

@@ -59,3 +59,15 @@ async def test_a_changed_command_is_caught() -> None:
         pytest.fail("the saved history schedules no activity")
     with pytest.raises(NondeterminismError):
         await replayer().replay_workflow(WorkflowHistory.from_json("job-altered", json.dumps(data)))
+
+
+def test_admission_histories_are_present() -> None:
+    """Jobs admitted and rejected by the admission step, and jobs from before it existed."""
+    names = {p.stem for p in HISTORY_FILES}
+    assert {"job-admitted", "job-rejected"} <= names
+    assert {n for n in names if n.startswith("before-admission--")} >= {
+        "before-admission--job-succeeded",
+        "before-admission--job-cancelled",
+    }
+    rejected = (HISTORIES / "job-rejected.json").read_text()
+    assert '"admit_job"' in rejected and "admission" in rejected  # the activity and its patch marker

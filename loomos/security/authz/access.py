@@ -22,6 +22,17 @@ class AccessRecorder(Protocol):
     def record(self, event: NewEvent) -> None: ...
 
 
+class Authorized(Protocol):
+    """An authenticated caller that can be asked about objects (loomos.api.permissions.Caller):
+    what services take, so they need no FastAPI."""
+
+    identity: Identity
+
+    def allowed(self, permission: str, team: str | None = None, obj: str = "") -> bool: ...
+
+    def require(self, permission: str, team: str | None = None, obj: str = "") -> Decision: ...
+
+
 class Access:
     def __init__(
         self, authorizer: Authorizer, identity: Identity, recorder: AccessRecorder, context: AccessContext
@@ -31,13 +42,18 @@ class Access:
         self.recorder = recorder
         self.context = context
 
-    def check(self, permission: str, team: str | None = None, obj: str = "") -> Decision:
-        """Decide (in the identity's team unless `team` is given) and record the decision."""
+    def check(
+        self, permission: str, team: str | None = None, obj: str = "", *, record_denial: bool = True
+    ) -> Decision:
+        """Decide (in the identity's team unless `team` is given) and record the decision.
+        `record_denial=False` for a question that only narrows what the caller sees (may they
+        see every team?): a "no" there is not an access attempt that failed."""
         identity = self.identity
         decision = self.authorizer.decide(
             identity.subject, team or identity.team, permission, identity.roles, identity.permissions
         )
-        self.recorder.record(access_event(decision, obj or f"team:{decision.team}", self.context))
+        if decision.allowed or record_denial:
+            self.recorder.record(access_event(decision, obj or f"team:{decision.team}", self.context))
         return decision
 
     def allowed(self, permission: str, team: str | None = None, obj: str = "") -> bool:
