@@ -21,6 +21,7 @@ from loomos.settings import (
 )
 from tests.helpers import REPO
 from tests.security.authn.settings_samples import SAMPLES as AUTHN_SAMPLES
+from tests.security.authz.settings_samples import SAMPLES as AUTHZ_SAMPLES
 from tests.security.crypto.settings_samples import SAMPLES as CRYPTO_SAMPLES
 
 # Every variable the README documented before the one list, with its key: they keep working.
@@ -108,6 +109,7 @@ SAMPLES: dict[str, tuple[str, object]] = {
     "node.allowed_programs": ('["bash"]', ["bash"]),
     # Each security section lists its own, beside its tests.
     **AUTHN_SAMPLES,
+    **AUTHZ_SAMPLES,
     **CRYPTO_SAMPLES,
 }
 
