@@ -47,7 +47,8 @@ _DATABASE_MODULES = ("sqlalchemy", "psycopg")
 EXTRA_FOR_MODULE = {
     **dict.fromkeys(
         ("sqlalchemy", "sqlmodel", "psycopg", "alembic", "fastapi", "uvicorn", "starlette", "casbin",
-         "jsonschema", "jsonschema_rs", "prometheus_client", "sse_starlette", "structlog"),
+         "jsonschema", "jsonschema_rs", "prometheus_client", "sse_starlette", "structlog", "argon2", "jwt",
+         "ldap3", "pyotp", "webauthn", "segno", "rfc8785"),
         "server",
     ),
     "temporalio": "server",
