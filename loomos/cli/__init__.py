@@ -36,6 +36,9 @@ COMMANDS: dict[str, Entry] = {
     "logout": Entry("loomos.cli.auth:logout_app", "End the stored session and forget it.", group=False),
     "whoami": Entry("loomos.cli.auth:whoami_app", "Who the current credentials belong to.", group=False),
     "tokens": Entry("loomos.cli.auth:tokens_app", "Create, list and revoke your API tokens."),
+    "roles": Entry("loomos.cli.admin:roles_app", "Roles: their permissions and limits."),
+    "grants": Entry("loomos.cli.admin:grants_app", "Grant and revoke roles per team."),
+    "users": Entry("loomos.cli.admin:users_app", "Users and their role grants."),
     "config": Entry("loomos.cli.config:config_app", "Show the effective settings and where they come from."),
     "keys": Entry("loomos.cli.keys:keys_app", "List and rotate the encryption keyring (never key material)."),
     "dev": Entry(

@@ -228,10 +228,21 @@ def small_job(tmp_path: Path, steps: int = 30, interval: int = 3) -> Path:
     return spec
 
 
-def checkpoint_events(endpoint: str, job_id: str) -> list[dict]:
+def dev_token(state_dir: Path, endpoint: str) -> str:
+    """The stack's admin token, which `loomos dev` leaves in its state folder (LoomCtl refuses
+    anonymous requests; loomos.security.authn.bootstrap)."""
+    from loomos.security.authn import credentials
+
+    stored = credentials.load(endpoint, state_dir / "credentials.json")
+    assert stored is not None, f"no credentials for {endpoint} in {state_dir}"
+    return stored.token
+
+
+def checkpoint_events(endpoint: str, job_id: str, token: str) -> list[dict]:
     r = httpx.get(
         f"{endpoint}/api/v1/events",
         params={"event_type": "model.training.checkpoint", "stream_id": f"job-{job_id}", "limit": 1000},
+        headers={"Authorization": f"Bearer {token}"},
     )
     r.raise_for_status()
     return r.json()["events"]
@@ -260,7 +271,8 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
         assert len(stack_pids) >= 4, stack_pids  # temporal, control, node, api (+ launch shims)
 
         endpoint = f"http://127.0.0.1:{dev_env['LOOMOS_API_PORT']}"
-        with LoomOSClient(endpoint) as client:
+        token = dev_token(tmp_path, endpoint)
+        with LoomOSClient(endpoint, token=token) as client:
             job_id = client.submit(small_job(tmp_path)).job_id
             # Live progress from the production node worker's heartbeats, while it trains.
             live = []
@@ -274,11 +286,11 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
         assert len(set(live)) >= 2, f"progress seen while running: {live}"
 
         # Cancel means: SIGTERM, the script checkpoints where it is, CANCELLED with that checkpoint.
-        with LoomOSClient(endpoint) as client:
+        with LoomOSClient(endpoint, token=token) as client:
             stopped_id = client.submit(small_job(tmp_path, steps=2000, interval=5)).job_id
             # The step-5 checkpoint reaches LoomDB while the job trains (the node's notice).
             deadline = time.monotonic() + 90
-            while not (audited := checkpoint_events(endpoint, stopped_id)):
+            while not (audited := checkpoint_events(endpoint, stopped_id, token)):
                 assert time.monotonic() < deadline, client.get(stopped_id)
                 time.sleep(0.2)
             assert audited[0]["data"]["step"] == 5
@@ -289,7 +301,7 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
         ckpt = cancelled.last_checkpoint
         # Written on SIGTERM, at the step the job stopped at.
         assert ckpt is not None and ckpt.step >= 5 and ckpt.step == cancelled.step, cancelled
-        steps = [e["data"]["step"] for e in checkpoint_events(endpoint, stopped_id)]
+        steps = [e["data"]["step"] for e in checkpoint_events(endpoint, stopped_id, token)]
         assert steps == sorted(set(steps)) and ckpt.step in steps, steps  # each once, the stop one too
         assert cancelled.attempts[-1].outcome == "cancelled"
 
