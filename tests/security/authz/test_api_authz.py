@@ -407,3 +407,38 @@ def test_concurrent_requests_and_decisions_from_many_threads(live: Live) -> None
     finally:
         sys.setswitchinterval(before)
     assert failures == []
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def cli(live: Live, user: str, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from loomos.cli import app
+
+    env = {"COLUMNS": "200", "LOOMOS_API_ENDPOINT": live.endpoint, "LOOMOS_API_TOKEN": live.tokens[user]}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_cli_roles_grants_users(live: Live) -> None:
+    live.add_user("carl")
+    listed = cli(live, "root", "roles", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "data_scientist" in listed.output and "max_concurrent_jobs=25" in listed.output
+    shown = cli(live, "root", "roles", "show", "ml_engineer", "--json")
+    assert shown.exit_code == 0 and '"inherits": [\n    "data_scientist"\n  ]' in shown.output
+    added = cli(live, "root", "grants", "add", "carl", "ml_engineer", "--team", "vision")
+    assert added.exit_code == 0 and "granted ml_engineer to carl in team vision" in added.output
+    grants = cli(live, "root", "grants", "list", "--user", "carl")
+    assert grants.exit_code == 0 and "ml_engineer" in grants.output and "1 grant(s)" in grants.output
+    users = cli(live, "root", "users", "list")
+    assert users.exit_code == 0 and "vision: ml_engineer" in users.output
+    # An unknown role is bad input (exit 2); a grant the caller may not make fails (exit 1).
+    unknown = cli(live, "root", "grants", "add", "carl", "wizard", "--team", "vision")
+    assert unknown.exit_code == 2 and "unknown role 'wizard'" in unknown.output
+    refused = cli(live, "mike", "grants", "add", "carl", "platform_admin", "--team", "vision")
+    assert refused.exit_code == 1 and "missing permission security:admin in team vision" in refused.output
+    removed = cli(live, "root", "grants", "remove", "carl", "ml_engineer", "--team", "vision")
+    assert removed.exit_code == 0 and "revoked ml_engineer of carl in team vision" in removed.output
+    assert cli(live, "dana", "roles", "list").exit_code == 1  # security:audit is not a data scientist's
