@@ -1,6 +1,7 @@
 """The Temporal UI's codec server: POST /api/v1/codec/decode and /encode (loomos.api.services
 .codec holds the protocol, the CORS rules and the audit).
 
+Decoding needs jobs:read, encoding jobs:update, in the caller's team (loomos.api.permissions).
 Point the UI at `<LoomCtl>/api/v1/codec` (`loomos dev` does: --ui-codec-endpoint). A browser
 calls it across origins with the user's LoomCtl credentials, so every answer of these routes,
 errors included, carries the CORS headers of an allowed origin, and preflights are answered
@@ -19,8 +20,9 @@ from fastapi.routing import APIRoute
 
 from loomos.api.deps import SettingsDep, StoreDep
 from loomos.api.errors import LoomCtlError
-from loomos.api.identity import IdentityDep
+from loomos.api.permissions import Caller, require, requires
 from loomos.api.services import codec as service
+from loomos.models.permissions import Permission
 
 
 class CodecRoute(APIRoute):
@@ -57,25 +59,32 @@ async def preflight(operation: str, request: Request, settings: SettingsDep) -> 
     return Response(status_code=204, headers=headers)
 
 
-@router.post("/decode", summary="Decrypt Temporal payloads for the Temporal UI (audited)")
+@router.post(
+    "/decode",
+    summary="Decrypt Temporal payloads for the Temporal UI (audited)",
+    **requires(Permission.JOBS_READ),
+)
 async def decode(
     body: service.CodecPayloads,
     request: Request,
-    identity: IdentityDep,
+    caller: Annotated[Caller, require(Permission.JOBS_READ)],
     settings: SettingsDep,
     store: StoreDep,
     namespace: Namespace = None,
 ) -> dict[str, Any]:
     namespace = service.check_namespace(settings, namespace)
     codec = service.payload_codec(request.app.state, settings)
-    return await service.decode(codec, body, namespace, identity, store)
+    return await service.decode(codec, body, namespace, caller.identity, store)
 
 
-@router.post("/encode", summary="Encrypt Temporal payloads for the Temporal UI")
+# Encoding makes ciphertext the workers accept (a workflow started or signalled from the UI):
+# a write, so jobs:update.
+@router.post(
+    "/encode", summary="Encrypt Temporal payloads for the Temporal UI", **requires(Permission.JOBS_UPDATE)
+)
 async def encode(
     body: service.CodecPayloads,
     request: Request,
-    identity: IdentityDep,
     settings: SettingsDep,
     namespace: Namespace = None,
 ) -> dict[str, Any]:

@@ -21,16 +21,21 @@ from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.converter import default as default_converter
 from temporalio.testing import WorkflowEnvironment
 
+from loomos.api.app import create_app
 from loomos.devstack.stack import StackLayout, codec_endpoint, free_ports, plan_services
-from loomos.loomdb import EventQuery
+from loomos.loomdb import EventQuery, open_event_store
 from loomos.models.spec import JobSpec
+from loomos.security.authn.audit import AuditWriter
+from loomos.security.authn.authenticator import Authenticator
+from loomos.security.authz.roles import open_role_store
 from loomos.security.crypto.codec import ENCODING, EncryptionCodec, payloads_to_json
+from loomos.security.db import open_security_db
 from loomos.settings import Settings
 from loomos.temporal.client import connect_temporal
 from loomos.workflows.job import JobWorkflow, JobWorkflowInput
 from tests.helpers.temporal_servers import settings_for
-from tests.security.authn.conftest import PASSWORD
-from tests.security.authn.serving import app_with_authn, serve
+from tests.security.authn.conftest import PASSWORD, cheap_passwords
+from tests.security.authn.serving import serve
 
 UI = "http://127.0.0.1:8233"  # the dev stack's UI: the default allowed origin
 SECRET = "s3cr3t-token-in-an-env-var"
@@ -38,15 +43,37 @@ SECRET = "s3cr3t-token-in-an-env-var"
 
 @pytest.fixture
 def loomctl(tmp_path: Path, provider, keyring_path: Path) -> Iterator[tuple[str, Any, str]]:
-    """LoomCtl with payload encryption on, a user alice, and her session token."""
-    app = app_with_authn(f"sqlite:///{tmp_path / 'loom.sqlite'}")
-    crypto = app.state.settings.security.crypto
-    crypto.payload_encryption, crypto.key_file = True, str(keyring_path)
-    app.state.authn.accounts.create_local("alice", PASSWORD, default_team="vision")
+    """LoomCtl with payload encryption on and real authentication and authorization: alice is a
+    data_scientist in team vision (jobs:read), nora has no role. Yields alice's session token."""
+    url = f"sqlite:///{tmp_path / 'loom.sqlite'}"
+    settings = Settings.model_validate({"loomdb": {"url": url}})
+    settings.security.crypto.payload_encryption = True
+    settings.security.crypto.key_file = str(keyring_path)
+    app = create_app(settings)
+    engine = open_security_db(url)
+    app.state.security_db = engine
+    app.state.loomdb = open_event_store(url)
+    app.state.authn = authn = Authenticator(
+        settings.security.authn,
+        engine,
+        audit=AuditWriter(app.state.loomdb, interval_s=0.01),
+        role_store=open_role_store(settings, engine),
+        passwords=cheap_passwords(),
+    )
+    for user in ("alice", "nora"):
+        authn.accounts.create_local(user, PASSWORD, default_team="vision")
+    authn.role_store.grant_role("alice", "vision", "data_scientist")
     with serve(app) as endpoint:
-        login = httpx.post(endpoint + "/api/v1/auth/login", json={"username": "alice", "password": PASSWORD})
-        assert login.status_code == 200, login.text
-        yield endpoint, app, login.json()["session"]["token"]
+        app.state.tokens = {user: login(endpoint, user) for user in ("alice", "nora")}
+        yield endpoint, app, app.state.tokens["alice"]
+    if getattr(app.state, "authz_audit", None) is not None:
+        app.state.authz_audit.close()
+
+
+def login(endpoint: str, user: str) -> str:
+    done = httpx.post(endpoint + "/api/v1/auth/login", json={"username": user, "password": PASSWORD})
+    assert done.status_code == 200, done.text
+    return done.json()["session"]["token"]
 
 
 def from_ui(token: str | None, namespace: str | None = "default", origin: str = UI) -> dict[str, str]:
@@ -104,6 +131,9 @@ async def test_no_login_wrong_namespace_and_bad_payloads_are_refused(loomctl, pr
     anonymous = httpx.post(url, json=body, headers=from_ui(None))
     assert anonymous.status_code == 401 and SECRET not in anonymous.text
     assert anonymous.headers["access-control-allow-origin"] == UI  # the UI can read why
+    no_role = httpx.post(url, json=body, headers=from_ui(app.state.tokens["nora"]))
+    assert no_role.status_code == 403 and "missing permission jobs:read in team vision" in no_role.text
+    assert SECRET not in no_role.text and no_role.headers["access-control-allow-origin"] == UI
     for namespace, words in ((None, "X-Namespace header is missing"), ("other", "'other' is not the one")):
         r = httpx.post(url, json=body, headers=from_ui(token, namespace))
         assert r.status_code == 403 and words in r.json()["detail"]
