@@ -34,7 +34,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from loomos.models.admission import AdmissionDecision, AdmissionRelease, AdmissionRequest, UsageMark
+    from loomos.models.admission import AdmissionDecision, AdmissionRequest
     from loomos.models.audit import AuditBatch, AuditEvent
     from loomos.models.jobs import (
         AttemptSummary,
@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from loomos.temporal import search_attributes as sa
     from loomos.temporal.activities import ControlActivities, NodeActivities
 
+from loomos.workflows.admission import AdmissionSteps
 from loomos.workflows.scheduler_client import CONTROL_ACTIVITY_OPTIONS, SchedulerClient
 
 MULTINODE_BASE_PORT = 29500
@@ -109,20 +110,19 @@ class JobWorkflow:
         # (attempt, step) of the checkpoints already in the audit trail: a checkpoint is heard of
         # while the attempt runs and again in its result, and must be recorded once.
         self._checkpoints_audited: set[tuple[int, int]] = set()
-        # Whether this run admits, marks usage and releases (workflow.patched(ADMISSION)).
-        self._admission = False
-        self._released = False
+        # Admission, usage marks and the release (set up in run: workflow.patched(ADMISSION)).
+        self.ledger = AdmissionSteps(self.workflow_id, enabled=False)
 
     # --- the lifecycle -----------------------------------------------------------------------
 
     @workflow.run
     async def run(self, job: JobWorkflowInput) -> JobResult:
-        self._admission = workflow.patched(ADMISSION)
-        if not self._admission:
+        self.ledger.enabled = workflow.patched(ADMISSION)
+        if not self.ledger.enabled:
             self._audit_submitted()
             await self._flush_audit()
         try:
-            if self._admission:
+            if self.ledger.enabled:
                 decision = await self._admit()
                 if not decision.admitted:
                     return await self._finish(JobState.REJECTED, f"rejected: {decision.reason}")
@@ -167,16 +167,11 @@ class JobWorkflow:
     async def _admit(self) -> AdmissionDecision:
         """Admission, before anything else happens (the identity is in this workflow's headers;
         the activity reads it there). Recorded with the submission in one audit batch."""
-        decision = await workflow.execute_activity_method(
-            ControlActivities.admit_job,
-            AdmissionRequest(
-                job_id=self.job.job_id,
-                workflow_id=self.workflow_id,
-                spec=self.spec,
-                submitted_at=self.job.submitted_at,
-            ),
-            **CONTROL_ACTIVITY_OPTIONS,
+        job = self.job
+        request = AdmissionRequest(
+            job_id=job.job_id, workflow_id=self.workflow_id, spec=self.spec, submitted_at=job.submitted_at
         )
+        decision = await self.ledger.admit(request)
         self.status.admission = decision
         # The decision itself is in LoomDB already (security.access.* events, written by the
         # activity); a rejected job's job.submitted goes out with its job.rejected.
@@ -184,33 +179,6 @@ class JobWorkflow:
         if decision.admitted:
             await self._flush_audit()
         return decision
-
-    async def _mark_usage(self, event: str, placement: Placement) -> None:
-        """Tell the quota ledger an attempt started or stopped running (GPU-hours accrue)."""
-        if not self._admission:
-            return
-        await workflow.execute_activity_method(
-            ControlActivities.record_job_usage,
-            UsageMark(
-                workflow_id=self.workflow_id,
-                attempt=self.status.attempt,
-                event=event,  # type: ignore[arg-type]
-                at=workflow.now(),
-                gpus=sum(node.slots for node in placement.nodes),
-                price_per_gpu_hour=placement.master.price_per_slot_hour,
-            ),
-            **CONTROL_ACTIVITY_OPTIONS,
-        )
-
-    async def _release_admission(self, reason: str) -> None:
-        if not self._admission or self._released:
-            return
-        self._released = True
-        await workflow.execute_activity_method(
-            ControlActivities.release_admission,
-            AdmissionRelease(workflow_id=self.workflow_id, reason=reason, at=workflow.now()),
-            **CONTROL_ACTIVITY_OPTIONS,
-        )
 
     async def _acquire_placement(self) -> Placement | None:
         self._set_state(JobState.QUEUED)
@@ -253,7 +221,7 @@ class JobWorkflow:
         )
         self._audit("job.started", attempt=self.status.attempt, nodes=self.status.nodes)
         await self._flush_audit()
-        await self._mark_usage("started", placement)
+        await self.ledger.attempt("started", self.status.attempt, placement)
         return placement
 
     async def _run_attempt(self, placement: Placement) -> TrainingProgress:
@@ -429,7 +397,7 @@ class JobWorkflow:
         await self.scheduler.release(self.job.job_id, self.status.attempt)
         self._placement = None
         await self._flush_audit()
-        await self._mark_usage("ended", placement)
+        await self.ledger.attempt("ended", self.status.attempt, placement)
 
     async def _finish(self, state: JobState, error: str | None) -> JobResult:
         self.status.finished_at = workflow.now()
@@ -454,7 +422,7 @@ class JobWorkflow:
         )
         await self._flush_audit()
         # Every way out ends here: the job's reservation goes (a rejected job held none).
-        await self._release_admission(state.value.lower())
+        await self.ledger.release(state.value.lower())
         return self.result()
 
     # --- signals and queries -----------------------------------------------------------------
