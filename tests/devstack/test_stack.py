@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,8 @@ def stack_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "LOOMOS_LOG_ROOT": str(tmp_path / "logs"),
             "LOOMOS_NODE_ID": "stack-test-node",
             "LOOMOS_NODE_CANCEL_GRACE_S": "5",
+            # The checkout (examples/) and the test's folder (its spec files, the demo's state).
+            "LOOMOS_NODE_ALLOWED_ROOTS": json.dumps([str(REPO), str(tmp_path)]),
             "COLUMNS": "200",
         }
     )
@@ -340,7 +343,9 @@ def test_dev_runs_a_job_visible_to_temporal_and_stops_cleanly(
 def test_demo_succeeds_after_a_crash_and_resume(tmp_path: Path) -> None:
     """`make demo`: a real stack, rank 1 crashes at step 25, attempt 2 resumes from step 20."""
     (tmp_path / "temporal-dev.yaml").write_text((REPO / "temporal-dev.yaml").read_text())
-    (tmp_path / "examples").symlink_to(REPO / "examples")
+    # A copy, not a symlink: the node runs jobs only under its allowed roots (here the copy's
+    # folder), symlinks resolved.
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOMOS_", "TEMPORAL_"))}
     env["COLUMNS"] = "120"
     demo = Running(["demo"], env, cwd=tmp_path)
