@@ -47,8 +47,8 @@ from tests.security.authn.serving import serve
 pytestmark = pytest.mark.timeout(180)
 
 # Routes that are not authorization's to guard: logging in and managing one's own credentials
-# (authentication), the Temporal UI's codec (encryption; authenticated, see the README).
-NOT_PERMISSION_ROUTES = ("/healthz", "/api/v1/auth/", "/api/v1/codec/")
+# (authentication). Everything else, the Temporal UI's codec included, declares a permission.
+NOT_PERMISSION_ROUTES = ("/healthz", "/api/v1/auth/")
 # A role per user, all acting in team `vision` (their default team).
 USERS = {
     "dana": {"vision": ["data_scientist"]},
