@@ -54,6 +54,10 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
             warm.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warm
+            # Access decisions still queued (loomos.api.permissions) reach LoomDB before exit.
+            audit = getattr(app.state, "authz_audit", None)
+            if audit is not None and hasattr(audit, "close"):
+                await asyncio.to_thread(audit.close)
 
     app = FastAPI(
         title="LoomCtl",
