@@ -161,7 +161,10 @@ class JobWorkflow:
 
     def _audit_submitted(self) -> None:
         self._audit(
-            "job.submitted", spec=self.spec.model_dump(mode="json", exclude={"environment_variables"})
+            "job.submitted",
+            spec=self.spec.model_dump(
+                mode="json", exclude={"environment_variables", "secret_environment_variables"}
+            ),
         )
 
     async def _admit(self) -> AdmissionDecision:

@@ -36,6 +36,7 @@ from loomos.activities.training.launch import (
     checkpoint_location,
     invalid_job,
     rank_environment,
+    secret_environment,
     torchrun_command,
     validate_request,
 )
@@ -103,12 +104,13 @@ class TrainingActivities:
         try:
             ckpt_dir = checkpoint_location(req, self.settings)
             sealing = checkpoint_encryption(req, self.settings.security.crypto)
+            secrets = secret_environment(req, self.settings.security.crypto)
         except ValueError as exc:
             raise invalid_job(str(exc), progress) from None
 
         progress_path = attempt_progress_path(logs_root, req.job_id, req.attempt, req.node_rank)
         token = uuid.uuid4().hex
-        env = rank_environment(req, self.node_id, ckpt_dir, progress_path, token) | sealing
+        env = rank_environment(req, self.node_id, ckpt_dir, progress_path, token) | sealing | secrets
         cmd = torchrun_command(req, self.settings.node.cancel_grace_s)
         assert req.spec.working_directory is not None
 

@@ -176,6 +176,22 @@ def torchrun_command(req: TrainingRequest, cancel_grace_s: float) -> list[str]:
     return cmd + req.spec.launch_target()
 
 
+def secret_environment(req: TrainingRequest, crypto: CryptoSettings) -> dict[str, str]:
+    """The job's secret variables opened with this node's keyring (LoomCtl sealed them for this
+    job); ValueError naming the variable when one does not open here."""
+    sealed = req.spec.secret_environment_variables
+    if not sealed:
+        return {}
+    from loomos.security.crypto.errors import CryptoError
+    from loomos.security.crypto.keys import key_provider_from_settings
+    from loomos.security.crypto.sealed_values import unseal_all
+
+    try:
+        return unseal_all(sealed, job_id=req.job_id, provider=key_provider_from_settings(crypto))
+    except CryptoError as exc:
+        raise ValueError(f"secret variables: {exc}") from None
+
+
 def rank_environment(
     req: TrainingRequest, node_id: str, ckpt_dir: str, progress_path: Path, token: str
 ) -> dict[str, str]:

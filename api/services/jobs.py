@@ -37,6 +37,7 @@ from loomos.api.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    Unprocessable,
     UpstreamFailed,
 )
 from loomos.api.services import job_access
@@ -92,7 +93,9 @@ async def submit_job(client: Client, settings: Settings, spec: JobSpec, caller: 
             with acting_as(caller.identity):
                 await client.start_workflow(
                     JobWorkflow.run,
-                    JobWorkflowInput(job_id=job_id, spec=spec, submitted_at=submitted_at),
+                    JobWorkflowInput(
+                        job_id=job_id, spec=sealed(spec, job_id, settings), submitted_at=submitted_at
+                    ),
                     id=workflow_id,
                     task_queue=names.CONTROL_TASK_QUEUE,
                     search_attributes=sa.for_job(spec),
@@ -112,6 +115,28 @@ async def submit_job(client: Client, settings: Settings, spec: JobSpec, caller: 
             ui_url=workflow_ui_url(settings, workflow_id),
         )
     raise LoomCtlError("could not allocate a unique job id; try again")
+
+
+def sealed(spec: JobSpec, job_id: str, settings: Settings) -> JobSpec:
+    """The spec with its secret variables sealed for this job (loomos.security.crypto.sealed_values):
+    what Temporal stores holds none of them in clear."""
+    if not spec.secret_environment_variables:
+        return spec
+    from loomos.security.crypto.errors import CryptoError
+    from loomos.security.crypto.keys import key_provider_from_settings
+    from loomos.security.crypto.sealed_values import is_sealed, seal_all
+
+    if any(is_sealed(v) for v in spec.secret_environment_variables.values()):
+        raise Unprocessable("secret_environment_variables: give the values in clear; LoomCtl seals them")
+    try:
+        provider = key_provider_from_settings(settings.security.crypto)
+        values = seal_all(spec.secret_environment_variables, job_id=job_id, provider=provider)
+    except CryptoError as exc:
+        raise Unprocessable(
+            f"secret_environment_variables cannot be sealed here: {exc} (LoomCtl needs the keyring, "
+            "security.crypto.key_file)"
+        ) from None
+    return spec.model_copy(update={"secret_environment_variables": values})
 
 
 def _search_attributes_problem(err: RPCError) -> ServiceUnavailable | None:

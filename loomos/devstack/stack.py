@@ -172,10 +172,11 @@ def codec_endpoint(settings: Settings) -> str:
 
 
 def ensure_dev_keyring(settings: Settings) -> str | None:
-    """With payload encryption on the embedded stack and a local keyring that does not exist yet,
-    create it (a dev stack starts on a fresh clone); returns the new key id, if one was made."""
+    """With a local keyring that does not exist yet, create it (a dev stack starts on a fresh
+    clone, and secret variables and payload encryption need a key); returns the new key id, if
+    one was made."""
     crypto = settings.security.crypto
-    if not crypto.payload_encryption or crypto.key_provider != "local":
+    if crypto.key_provider != "local":
         return None
     from loomos.security.crypto.keys import key_provider_from_settings
 

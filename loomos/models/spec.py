@@ -183,6 +183,9 @@ class JobSpec(_Strict):
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
     dependencies: list[str] = Field(default_factory=list, description="job ids that must succeed first")
     environment_variables: dict[str, str] = Field(default_factory=dict)
+    # Values LoomCtl seals at submission (loomos.security.crypto.sealed_values): only the ranks'
+    # environment ever holds them in clear; never Temporal, LoomDB, logs or API answers.
+    secret_environment_variables: dict[str, str] = Field(default_factory=dict, repr=False)
     checkpoint_config: CheckpointConfig = Field(default_factory=CheckpointConfig)
     monitoring_config: MonitoringConfig = Field(default_factory=MonitoringConfig)
     marketplace: MarketplacePreferences = Field(default_factory=MarketplacePreferences)
@@ -241,7 +244,7 @@ class JobSpec(_Strict):
     def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
         return limits.check_json_value(v, "metadata", limits.MAX_METADATA_BYTES)
 
-    @field_validator("environment_variables")
+    @field_validator("environment_variables", "secret_environment_variables")
     @classmethod
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         if len(v) > limits.MAX_ENV_VARS:
@@ -266,6 +269,13 @@ class JobSpec(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("dependencies must not repeat a job id")
         return v
+
+    @model_validator(mode="after")
+    def _secrets_apart(self) -> JobSpec:
+        both = sorted(set(self.environment_variables) & set(self.secret_environment_variables))
+        if both:
+            raise ValueError(f"{', '.join(both)}: set either as a plain or as a secret variable, not both")
+        return self
 
     @model_validator(mode="after")
     def _one_entrypoint(self) -> JobSpec:
